@@ -1,0 +1,173 @@
+"""Reader for LHC whole-detector calorimeter images in the two published HDF5 layouts.
+
+* ``acat`` (Bhimji et al. 2017 files): group ``all_events`` with ``hist``, ``histEM``,
+  ``histtrack`` (N, H, W each), ``y`` (labels), ``weight`` and optionally ``passSR``.
+* ``benchmark`` (NERSC hep_cnn_benchmark / 15PF files): ``data`` (N, 3, H, W) NCHW or
+  (N, H, W, 3) NHWC, ``label``, ``weight`` (or ``normweight``) and optionally ``psr``.
+
+Images come out channels-last float32 (N, H, W, 3), optionally ``log1p``-compressed (calorimeter
+energies span five decades), with integer labels and per-event physics weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from modelzoo.data.hdf5 import DataError, Field, H5Source, stream
+
+CHANNELS = ("calorimeter_energy", "em_energy", "track_count")
+LAYOUTS = ("acat", "benchmark")
+TRANSFORMS = ("none", "log1p")
+
+
+def detect_layout(path: str | os.PathLike) -> str:
+    """``"acat"`` or ``"benchmark"`` from the datasets present in ``path``."""
+    try:
+        with h5py.File(path, "r") as handle:
+            if "all_events" in handle:
+                return "acat"
+            if "data" in handle:
+                return "benchmark"
+            found = ", ".join(sorted(handle.keys())) or "nothing"
+    except OSError as err:
+        raise DataError(
+            f"{os.fspath(path)}: cannot be opened as HDF5 ({err}); the file may be truncated"
+        ) from None
+    raise DataError(
+        f"{os.fspath(path)}: not an LHC image file: expected group 'all_events' (ACAT layout) or "
+        f"dataset 'data' (benchmark layout), found {found}"
+    )
+
+
+def _benchmark_channel_axis(path: str) -> int:
+    with h5py.File(path, "r") as handle:
+        shape = handle["data"].shape
+    if len(shape) == 4 and shape[1] == 3:
+        return 1
+    if len(shape) == 4 and shape[3] == 3:
+        return 3
+    raise DataError(
+        f"{path}: dataset 'data' has shape {shape}, expected (N, 3, H, W) NCHW or (N, H, W, 3) NHWC"
+    )
+
+
+@dataclass
+class LHCImages:
+    """A validated LHC image file. Use :meth:`dataset` for training and :meth:`arrays` for
+    evaluation."""
+
+    source: H5Source
+    layout: str
+    channel_axis: int
+    transform: str = "log1p"
+
+    @property
+    def num_events(self) -> int:
+        return self.source.num_rows
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        first = self._images(self.source.read(0, 1))
+        return tuple(first.shape[1:])
+
+    @property
+    def has_selection(self) -> bool:
+        """Whether the file carries the cut-based physics selection flag per event."""
+        return "passes_selection" in self.source.fields
+
+    def _images(self, block: dict[str, np.ndarray]) -> np.ndarray:
+        if self.layout == "acat":
+            images = np.stack([block["hist"], block["hist_em"], block["hist_track"]], axis=-1)
+        elif self.channel_axis == 1:
+            images = np.transpose(block["data"], (0, 2, 3, 1))
+        else:
+            images = block["data"]
+        images = images.astype(np.float32)
+        if self.transform == "log1p":
+            # Energies are non-negative; clip guards against negative noise in user files.
+            images = np.log1p(np.maximum(images, 0.0))
+        return images
+
+    def to_example(self, block: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images NHWC float32, labels int32, weights float32) for one block."""
+        return (
+            self._images(block),
+            block["label"].astype(np.int32).reshape(-1),
+            block["weight"].astype(np.float32).reshape(-1),
+        )
+
+    def dataset(self, rows: tuple[int, int], batch_size: int, **stream_args):
+        """tf.data batches of (images, labels, weights) over ``rows``; see
+        :func:`modelzoo.data.hdf5.stream` for shuffling, repeat and sharding arguments."""
+        return stream(self.source, self.to_example, rows=rows, batch_size=batch_size, **stream_args)
+
+    def arrays(self, rows: tuple[int, int], block_rows: int = 4096) -> dict[str, np.ndarray]:
+        """Labels, weights and the selection flag (if present) for ``rows``, without images."""
+        keys = ["label", "weight"] + (["passes_selection"] if self.has_selection else [])
+        parts = [
+            self.source.read(s, min(s + block_rows, rows[1]), keys)
+            for s in range(rows[0], rows[1], block_rows)
+        ]
+        return {k: np.concatenate([p[k] for p in parts]).reshape(-1) for k in keys}
+
+
+def open_lhc(
+    path: str | os.PathLike,
+    *,
+    transform: str = "log1p",
+    weight: str = "weight",
+    check_finite: bool = True,
+) -> LHCImages:
+    """Open and validate an LHC image file in either published layout.
+
+    Args:
+        path: the HDF5 file.
+        transform: ``"log1p"`` (default) or ``"none"``; applied to every pixel.
+        weight: which weight dataset to train with: ``"weight"`` (physics cross-section weight)
+            or ``"normweight"`` / ``"normalized_weight"`` (class-balanced), as the file offers.
+        check_finite: scan every dataset for NaN/Inf up front.
+    """
+    path = os.fspath(path)
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+    layout = detect_layout(path)
+    if layout == "acat":
+        weight_path = {"weight": "weight", "normweight": "normalized_weight"}.get(weight, weight)
+        fields = [
+            Field("hist", "all_events/hist", (None, None)),
+            Field("hist_em", "all_events/histEM", (None, None)),
+            Field("hist_track", "all_events/histtrack", (None, None)),
+            Field("label", "all_events/y", (), "int"),
+            Field("weight", f"all_events/{weight_path}", ()),
+            Field("passes_selection", "all_events/passSR", (), "int", required=False),
+        ]
+        channel_axis = -1
+    else:
+        channel_axis = _benchmark_channel_axis(path)
+        image_shape = (3, None, None) if channel_axis == 1 else (None, None, 3)
+        weight_path = {"normalized_weight": "normweight"}.get(weight, weight)
+        fields = [
+            Field("data", "data", image_shape),
+            Field("label", "label", (), "int"),
+            Field("weight", weight_path, ()),
+            Field("passes_selection", "psr", (), "int", required=False),
+        ]
+    source = H5Source(path, fields, check_finite=check_finite)
+    images = LHCImages(source, layout, channel_axis, transform)
+    if layout == "acat":
+        shapes = {
+            k: source._file()[source.fields[k].path].shape
+            for k in ("hist", "hist_em", "hist_track")
+        }
+        if len(set(shapes.values())) > 1:
+            raise DataError(f"{path}: hist, histEM and histtrack differ in shape: {shapes}")
+    labels = images.arrays((0, images.num_events))["label"]
+    if not np.isin(labels, (0, 1)).all():
+        raise DataError(
+            f"{path}: labels must be 0 (background) or 1 (signal), found {np.unique(labels)}"
+        )
+    return images

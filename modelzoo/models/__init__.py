@@ -1,0 +1,4 @@
+"""Model builders, one module per case study; importing this registers them all."""
+
+from modelzoo.models import lhc  # noqa: F401
+

@@ -1,0 +1,104 @@
+"""CNN classifiers of whole-detector LHC calorimeter images (RPV SUSY signal vs QCD background).
+
+Input images have three channels, in this order: calorimeter energy (ECAL+HCAL), EM energy and
+charged-track count, binned in (eta, phi); channels-last (N, H, W, 3).
+
+References:
+    W. Bhimji, S. A. Farrell, T. Kurth, M. Paganini, Prabhat, E. Racah, "Deep Neural Networks for
+    Physics Analysis on low-level whole-detector data at the LHC", ACAT 2017,
+    J. Phys. Conf. Ser. 1085 042034 (2018), arXiv:1711.03573.
+    T. Kurth et al., "Deep Learning at 15PF: Supervised and Semi-Supervised Classification for
+    Scientific Data", SC17, arXiv:1708.05256 (the 224x224 NERSC hep_cnn_benchmark network).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from modelzoo.registry import register_model
+
+_CITATION = (
+    "Bhimji et al., Deep Neural Networks for Physics Analysis on low-level whole-detector data at "
+    "the LHC, ACAT 2017, arXiv:1711.03573; Kurth et al., Deep Learning at 15PF, SC17, "
+    "arXiv:1708.05256"
+)
+_LAYOUT = (
+    "HDF5, either all_events/{hist,histEM,histtrack,y,weight} (N,H,W each) or "
+    "{data,label,weight[,normweight,psr]} with data (N,3,H,W) NCHW or (N,H,W,3) NHWC"
+)
+
+
+@register_model(
+    domain="particle physics",
+    task="classification",
+    inputs="(64, 64, 3) calorimeter images: energy, EM energy, track count in (eta, phi)",
+    outputs="softmax over (background, signal)",
+    citation=_CITATION,
+    data_layout=_LAYOUT,
+    recipe="lhc_cnn",
+)
+def lhc_cnn(
+    input_shape: tuple[int, int, int] = (64, 64, 3),
+    num_classes: int = 2,
+    filters: int = 128,
+    num_conv_blocks: int = 3,
+    dense_units: int = 512,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """The ACAT 2017 paper CNN: 3 x [conv 3x3 + batch norm + ReLU + max-pool 2], dense 512, softmax.
+
+    Convolutions carry no bias because batch normalisation follows them (as in the Lasagne
+    original); with a one-channel 64x64 input the network has 4,493,442 parameters, the count of
+    the published run.
+    """
+    inputs = keras.Input(shape=input_shape, name="calorimeter_image")
+    x = inputs
+    for block in range(1, num_conv_blocks + 1):
+        x = layers.Conv2D(
+            filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+            name=f"conv{block}",
+        )(x)
+        # momentum 0.9 = Lasagne's batch_norm alpha 0.1, the original's running-average rate.
+        x = layers.BatchNormalization(momentum=0.9, name=f"bn{block}")(x)
+        x = layers.ReLU(name=f"relu{block}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{block}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(dropout, name="dropout1")(x)
+    x = layers.Dense(dense_units, activation="relu", name="fc")(x)
+    x = layers.Dropout(dropout, name="dropout2")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="class_probabilities")(x)
+    return keras.Model(inputs, outputs, name="lhc_cnn")
+
+
+@register_model(
+    domain="particle physics",
+    task="classification",
+    inputs="(224, 224, 3) calorimeter images: energy, EM energy, track count in (eta, phi)",
+    outputs="softmax over (background, signal)",
+    citation=_CITATION,
+    data_layout=_LAYOUT,
+    recipe="lhc_cnn_15pf",
+)
+def lhc_cnn_15pf(
+    input_shape: tuple[int, int, int] = (224, 224, 3),
+    num_classes: int = 2,
+    filters: int = 128,
+    num_conv_blocks: int = 4,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """The 15PF / hep_cnn_benchmark CNN: 4 x [conv 3x3 + ReLU + max-pool 2 + dropout], conv 3x3,
+    global average pool, softmax (594,178 parameters at 224x224x3).
+
+    Works at 227x227 too (the seed's resolution); the global pool makes it size-agnostic.
+    """
+    inputs = keras.Input(shape=input_shape, name="calorimeter_image")
+    x = inputs
+    for block in range(1, num_conv_blocks + 1):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{block}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{block}")(x)
+        x = layers.Dropout(dropout, name=f"dropout{block}")(x)
+    x = layers.Conv2D(filters, 3, padding="same", activation="relu", name="conv_final")(x)
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="class_probabilities")(x)
+    return keras.Model(inputs, outputs, name="lhc_cnn_15pf")

@@ -1,0 +1,72 @@
+"""Tasks: the glue between a reader and a model for training and evaluation.
+
+A builder never reads files and a reader never knows a model; a :class:`Task` connects them for
+one kind of problem: it opens the data file with the right reader, turns it into per-rank tf.data
+pipelines, compiles the model with the loss, and evaluates a trained model on a file. A model's
+recipe (``modelzoo/configs/<name>.yaml``) names its task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import keras
+
+from modelzoo.distributed import ProcessGroup
+
+
+@dataclass
+class Datasets:
+    """Per-rank training and validation pipelines, and how many steps each rank takes."""
+
+    train: Any
+    steps_per_epoch: int
+    validation: Any = None
+    num_train: int = 0
+    num_validation: int = 0
+
+
+class Task(Protocol):
+    name: str
+
+    def datasets(
+        self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup, seed: int,
+        first_epoch: int,
+    ) -> Datasets: ...
+
+    def compile(
+        self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict
+    ) -> None: ...
+
+    def evaluate(
+        self, model: keras.Model, path: str, data_cfg: dict, split: str, output_dir: str | None,
+        group: ProcessGroup,
+    ) -> dict[str, float]: ...
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Make ``task`` available to recipes under ``task.name``."""
+    _TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    if name not in _TASKS:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]
+
+
+def split_rows(num_rows: int, val_fraction: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(train rows, validation rows): the last ``val_fraction`` of the file validates.
+
+    Files written by the zoo's generators are shuffled, so a tail split is a random split;
+    for time-ordered user files, pass a separate validation file instead.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    num_val = int(round(num_rows * val_fraction))
+    return (0, num_rows - num_val), (num_rows - num_val, num_rows)

@@ -1,0 +1,178 @@
+"""Signal-vs-background classification of LHC calorimeter images (``lhc_cnn``, ``lhc_cnn_15pf``).
+
+Evaluation follows Bhimji et al. 2017: ROC AUC with the physics (cross-section) weights, and the
+classifier's true-positive rate at the false-positive rate of the cut-based physics selection on
+the same events, next to the selection's own true-positive rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from modelzoo import metrics
+from modelzoo.data.hdf5 import shard_range
+from modelzoo.data.lhc import LHCImages, open_lhc
+from modelzoo.distributed import ProcessGroup
+from modelzoo.tasks import Datasets, register_task, split_rows
+
+TRAIN_WEIGHTINGS = ("balanced", "physics", "none")
+
+
+def _class_balanced(labels: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Factors that make each class's weights sum to half the event count, so the loss sees both
+    classes equally whatever their cross-sections (signal is ~1e-4 of the physical yield)."""
+    n = len(labels)
+    sums = [weights[labels == c].sum() for c in (0, 1)]
+    if min(sums) <= 0:
+        raise ValueError("training needs events of both classes with positive weight")
+    return (n / 2) / sums[0], (n / 2) / sums[1]
+
+
+class LHCClassification:
+    name = "lhc_classification"
+
+    def open(self, path: str, data_cfg: dict) -> LHCImages:
+        return open_lhc(
+            path,
+            transform=data_cfg.get("transform", "log1p"),
+            weight=data_cfg.get("weight_dataset", "weight"),
+        )
+
+    def datasets(
+        self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup, seed: int,
+        first_epoch: int,
+    ) -> Datasets:
+        images = self.open(path, data_cfg)
+        train_rows, val_rows = split_rows(images.num_events, data_cfg.get("val_fraction", 0.2))
+        weighting = data_cfg.get("train_weights", "balanced")
+        if weighting not in TRAIN_WEIGHTINGS:
+            raise ValueError(
+                f"data.train_weights must be one of {TRAIN_WEIGHTINGS}, got {weighting!r}"
+            )
+        # Factors come from the whole training split so that every rank weights alike.
+        train_arrays = images.arrays(train_rows)
+        factors = _class_balanced(train_arrays["label"], train_arrays["weight"])
+
+        def to_example(block):
+            x, y, w = images.to_example(block)
+            if weighting == "balanced":
+                w = w * np.where(y == 1, factors[1], factors[0]).astype(np.float32)
+            elif weighting == "none":
+                w = np.ones_like(w)
+            return x, y, w
+
+        def shard(rows):
+            start, stop = rows
+            lo, hi = shard_range(stop - start, group.rank, group.size)
+            return start + lo, start + hi
+
+        from modelzoo.data.hdf5 import stream
+
+        num_train = train_rows[1] - train_rows[0]
+        # Every rank must take the same number of steps or the allreduce would wait forever.
+        steps = (num_train // group.size) // batch_size
+        if steps < 1:
+            raise ValueError(
+                f"{path}: {num_train} training events cannot fill one batch of {batch_size} on "
+                f"each of {group.size} ranks; lower the batch size or use more data"
+            )
+        train = stream(
+            images.source, to_example, rows=shard(train_rows), batch_size=batch_size,
+            shuffle=True, seed=seed + group.rank, repeat=True, drop_remainder=True,
+            first_epoch=first_epoch,
+        )
+        validation = None
+        if val_rows[1] > val_rows[0]:
+            validation = stream(
+                images.source, to_example, rows=shard(val_rows), batch_size=batch_size
+            )
+        return Datasets(train, steps, validation, num_train, val_rows[1] - val_rows[0])
+
+    def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
+        model.compile(
+            optimizer=optimizer,
+            loss="sparse_categorical_crossentropy",
+            weighted_metrics=["accuracy"],
+        )
+
+    def predict(
+        self, model: keras.Model, images: LHCImages, rows: tuple[int, int], group: ProcessGroup,
+        batch_size: int = 256,
+    ) -> dict[str, np.ndarray]:
+        """Signal scores and truth for ``rows``, computed shard-wise and gathered on all ranks."""
+        lo, hi = shard_range(rows[1] - rows[0], group.rank, group.size)
+        rows_here = (rows[0] + lo, rows[0] + hi)
+        keys = ["label", "weight"] + (["passes_selection"] if images.has_selection else [])
+        if hi > lo:
+            ds = images.dataset(rows_here, batch_size).map(lambda x, y, w: x)
+            scores = model.predict(ds, verbose=0)[:, 1]
+            arrays = images.arrays(rows_here)
+        else:  # more ranks than events: this rank still joins the collectives
+            scores, arrays = np.zeros(0, np.float32), {k: np.zeros(0) for k in keys}
+        out = {"score": group.allgather(scores.astype(np.float32), name="scores")}
+        for key in keys:
+            out[key] = group.allgather(np.asarray(arrays[key], np.float64), name=f"gather_{key}")
+        return out
+
+    def evaluate(
+        self, model: keras.Model, path: str, data_cfg: dict, split: str, output_dir: str | None,
+        group: ProcessGroup,
+    ) -> dict[str, float]:
+        images = self.open(path, data_cfg)
+        train_rows, val_rows = split_rows(images.num_events, data_cfg.get("val_fraction", 0.2))
+        rows = {"all": (0, images.num_events), "val": val_rows, "train": train_rows}[split]
+        pred = self.predict(model, images, rows, group)
+        labels, scores, weights = pred["label"], pred["score"], pred["weight"]
+        result = {
+            "events": int(len(labels)),
+            "signal_events": int(labels.sum()),
+            "accuracy": float(((scores > 0.5) == (labels == 1)).mean()),
+            "auc_unweighted": metrics.roc_auc(labels, scores),
+            "auc_weighted": metrics.roc_auc(labels, scores, weights),
+        }
+        if "passes_selection" in pred:
+            sel_tpr, sel_fpr = metrics.selection_rates(labels, pred["passes_selection"], weights)
+            result.update(
+                selection_tpr=sel_tpr,
+                selection_fpr=sel_fpr,
+                cnn_tpr_at_selection_fpr=metrics.tpr_at_fpr(labels, scores, sel_fpr, weights),
+            )
+        if output_dir and group.is_root:
+            os.makedirs(output_dir, exist_ok=True)
+            with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
+                json.dump(result, fh, indent=2)
+            plot_roc(labels, scores, weights, result, os.path.join(output_dir, "roc.png"))
+        return result
+
+
+def plot_roc(
+    labels: np.ndarray, scores: np.ndarray, weights: np.ndarray, result: dict, path: str
+) -> None:
+    """Weighted ROC (background rejection view) with the physics-selection operating point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr, _ = metrics.weighted_roc(labels, scores, weights)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(fpr, tpr, label=f"CNN (weighted AUC {result['auc_weighted']:.3f})")
+    if "selection_fpr" in result:
+        ax.plot(result["selection_fpr"], result["selection_tpr"], "r*", ms=12,
+                label="physics selection")
+    ax.set_xscale("log")
+    lowest = fpr[fpr > 0].min() if (fpr > 0).any() else 1e-4
+    ax.set_xlim(min(lowest, 1e-4) / 2, 1)
+    ax.set_xlabel("false-positive rate (weighted)")
+    ax.set_ylabel("true-positive rate (weighted)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+register_task(LHCClassification())

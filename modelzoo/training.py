@@ -1,0 +1,315 @@
+"""The one training path, used by the CLI, the notebooks and the tests, on one process or many.
+
+A run is a folder::
+
+    config.json            the resolved recipe: model name and config, data, optimizer, schedule
+    model.weights.h5       final weights (rank 0)
+    history.csv            per-epoch metrics, averaged over ranks
+    checkpoints/           epoch-NNNN/{model.weights.h5, optimizer.npz, state.json}, latest.json
+    tensorboard/           TensorBoard logs
+
+Recipes are YAML files (``modelzoo/configs/<name>.yaml``, the MLPerf CosmoFlow convention) with
+sections ``task``, ``model``, ``data``, ``optimizer``, ``lr_schedule`` and ``train``; any key can
+be overridden. Re-running ``train`` on a folder with checkpoints resumes from the latest one and
+continues to the requested final epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import yaml
+
+from modelzoo import distributed
+from modelzoo.registry import build, get_spec
+from modelzoo.tasks import get_task
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def load_recipe(name_or_path: str) -> dict[str, Any]:
+    """A recipe by model name (``lhc_cnn``) or YAML path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        spec = get_spec(name_or_path)
+        if spec.recipe is None:
+            raise ValueError(f"model {name_or_path!r} has no training recipe")
+        path = CONFIG_DIR / f"{spec.recipe}.yaml"
+    with open(path) as fh:
+        recipe = yaml.safe_load(fh)
+    recipe.setdefault("model", {})
+    return recipe
+
+
+def apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Copy of ``recipe`` with dotted keys (``train.epochs``) replaced; unknown sections raise."""
+    result = copy.deepcopy(recipe)
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ValueError(f"override {dotted!r} must look like section.key")
+        if section not in result:
+            raise ValueError(f"override {dotted!r}: no section {section!r} in the recipe")
+        target = result[section]
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return result
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    epochs_run: int
+    final_epoch: int
+    history: dict[str, list[float]]
+    seconds: float
+    examples_per_second: float
+    resumed_from: int
+
+
+def make_optimizer(
+    cfg: dict[str, Any], global_batch: int, steps_per_epoch: int
+) -> keras.optimizers.Optimizer:
+    """Optimizer with the learning rate scaled to the global batch and warmed up linearly."""
+    opt_cfg = dict(cfg["optimizer"])
+    sched = cfg.get("lr_schedule", {})
+    name = opt_cfg.pop("name", "adam")
+    base_lr = opt_cfg.pop("learning_rate", 1e-3)
+    peak = distributed.scaled_learning_rate(
+        base_lr, global_batch, sched.get("base_batch_size", global_batch),
+        sched.get("scaling", "linear"),
+    )
+    schedule = distributed.WarmupSchedule(
+        peak,
+        warmup_steps=int(sched.get("warmup_epochs", 0) * steps_per_epoch),
+        decay_steps=tuple(int(e * steps_per_epoch) for e in sched.get("decay_epochs", ())),
+        decay_factors=tuple(sched.get("decay_factors", ())),
+    )
+    config = {**opt_cfg, "learning_rate": schedule}
+    return keras.optimizers.get({"class_name": name, "config": config})
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """Atomic per-epoch checkpoints on rank 0: written to a temporary folder, renamed, and only
+    then named in ``latest.json`` (itself replaced atomically). A kill at any moment leaves the
+    previous checkpoint intact and referenced."""
+
+    def __init__(self, run_dir: str, keep: int) -> None:
+        super().__init__()
+        self.dir = os.path.join(run_dir, "checkpoints")
+        self.keep = keep
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        name = f"epoch-{epoch + 1:04d}"
+        final, tmp = os.path.join(self.dir, name), os.path.join(self.dir, f".{name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        self.model.save_weights(os.path.join(tmp, WEIGHTS_FILE))
+        opt_vars = self.model.optimizer.variables
+        np.savez(
+            os.path.join(tmp, "optimizer.npz"),
+            **{f"v{i:05d}": np.asarray(v) for i, v in enumerate(opt_vars)},
+        )
+        _write_json(os.path.join(tmp, "state.json"), {"epoch": epoch + 1, "logs": _floats(logs)})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _write_json(os.path.join(self.dir, "latest.json"), {"checkpoint": name, "epoch": epoch + 1})
+        done = sorted(d for d in os.listdir(self.dir) if d.startswith("epoch-"))
+        for old in done[: -self.keep]:
+            shutil.rmtree(os.path.join(self.dir, old), ignore_errors=True)
+
+
+def _floats(logs: dict | None) -> dict[str, float]:
+    return {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2, default=float)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(run_dir: str) -> tuple[str, int] | None:
+    """(checkpoint folder, completed epochs) of the newest complete checkpoint, if any."""
+    pointer = os.path.join(run_dir, "checkpoints", "latest.json")
+    if not os.path.exists(pointer):
+        return None
+    with open(pointer) as fh:
+        latest = json.load(fh)
+    return os.path.join(run_dir, "checkpoints", latest["checkpoint"]), int(latest["epoch"])
+
+
+def _restore(model: keras.Model, checkpoint: str) -> None:
+    model.load_weights(os.path.join(checkpoint, WEIGHTS_FILE))
+    optimizer = model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    with np.load(os.path.join(checkpoint, "optimizer.npz")) as saved:
+        values = [saved[k] for k in sorted(saved.files)]
+    if len(values) != len(optimizer.variables):
+        raise ValueError(
+            f"{checkpoint}: optimizer state has {len(values)} variables, the optimizer "
+            f"{len(optimizer.variables)}; was the recipe changed since the checkpoint?"
+        )
+    for var, value in zip(optimizer.variables, values):
+        var.assign(value)
+
+
+class _Throughput(keras.callbacks.Callback):
+    def __init__(self, examples_per_epoch: int) -> None:
+        super().__init__()
+        self.examples_per_epoch = examples_per_epoch
+        self.epoch_seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+
+
+def train(
+    model: str,
+    data: str,
+    *,
+    run_dir: str | None = None,
+    recipe: dict[str, Any] | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+    resume: bool = True,
+    verbose: int = 1,
+) -> TrainResult:
+    """Train registered ``model`` on HDF5 file ``data`` following its recipe.
+
+    Run under ``horovodrun`` it trains data-parallel: each rank reads its shard, gradients are
+    averaged every step, the learning rate follows the global batch, and only rank 0 writes.
+
+    Args:
+        model: registry name.
+        data: HDF5 file in the layout the model's reader expects.
+        run_dir: output folder (default ``runs/<model>``); an existing one with checkpoints is
+            resumed when ``resume`` is true.
+        recipe: a recipe dict or YAML path; default is the model's own recipe.
+        overrides: dotted recipe keys to replace, e.g. ``{"train.epochs": 3}``.
+        model_config: builder keyword overrides (merged over the recipe's ``model`` section).
+        resume: continue from the latest checkpoint in ``run_dir`` if there is one.
+        verbose: Keras progress-bar verbosity on rank 0 (other ranks are silent).
+    """
+    group = distributed.init()
+    cfg = load_recipe(model) if recipe is None else (
+        load_recipe(recipe) if isinstance(recipe, str) else copy.deepcopy(recipe))
+    cfg = apply_overrides(cfg, overrides or {})
+    cfg["model"]["name"] = model
+    cfg["model"].setdefault("config", {})
+    cfg["model"]["config"].update(model_config or {})
+    train_cfg = cfg["train"]
+    run_dir = run_dir or os.path.join("runs", model)
+    seed = int(train_cfg.get("seed", 0))
+    keras.utils.set_random_seed(seed)
+
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        with open(os.path.join(run_dir, CONFIG_FILE)) as fh:
+            previous = json.load(fh)
+        if previous["model"] != cfg["model"] or previous["task"] != cfg["task"]:
+            raise ValueError(
+                f"{run_dir} holds a checkpoint of a different model configuration "
+                f"({previous['model']}); use another --output folder or --no-resume"
+            )
+    first_epoch = checkpoint[1] if checkpoint else 0
+
+    task = get_task(cfg["task"])
+    batch_size = int(train_cfg["batch_size"])
+    datasets = task.datasets(data, cfg.get("data", {}), batch_size, group, seed, first_epoch)
+    net = build(model, **cfg["model"]["config"])
+    optimizer = make_optimizer(cfg, batch_size * group.size, datasets.steps_per_epoch)
+    optimizer = distributed.distributed_optimizer(
+        optimizer, group, fp16_compression=bool(train_cfg.get("fp16_allreduce", False))
+    )
+    task.compile(net, optimizer, cfg)
+    if checkpoint is not None and group.is_root:
+        _restore(net, checkpoint[0])
+    elif not net.optimizer.built:
+        net.optimizer.build(net.trainable_variables)
+    distributed.sync_initial_state(net, group)
+
+    epochs = int(train_cfg["epochs"])
+    throughput = _Throughput(datasets.steps_per_epoch * batch_size * group.size)
+    callbacks: list[keras.callbacks.Callback] = [distributed.AverageMetrics(group), throughput]
+    if group.is_root:
+        os.makedirs(run_dir, exist_ok=True)
+        _write_json(os.path.join(run_dir, CONFIG_FILE), {**cfg, "data_file": os.path.abspath(data),
+                                                         "world_size": group.size})
+        callbacks += [
+            _Checkpoint(run_dir, int(train_cfg.get("keep_checkpoints", 2))),
+            keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=first_epoch > 0),
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
+        ]
+    start = time.perf_counter()
+    history = {}
+    if first_epoch < epochs:
+        fit = net.fit(
+            datasets.train,
+            steps_per_epoch=datasets.steps_per_epoch,
+            validation_data=datasets.validation,
+            epochs=epochs,
+            initial_epoch=first_epoch,
+            callbacks=callbacks,
+            verbose=verbose if group.is_root else 0,
+        )
+        history = fit.history
+    seconds = time.perf_counter() - start
+    if group.is_root:
+        net.save_weights(os.path.join(run_dir, WEIGHTS_FILE))
+    group.barrier()
+    epochs_run = epochs - min(first_epoch, epochs)
+    # Steady-state rate: the first epoch of a run includes graph tracing.
+    timed = throughput.epoch_seconds[1:] or throughput.epoch_seconds
+    rate = throughput.examples_per_epoch * len(timed) / sum(timed) if timed else 0.0
+    return TrainResult(run_dir, epochs_run, epochs, history, seconds, rate, first_epoch)
+
+
+def load_run(run_dir: str) -> tuple[keras.Model, dict[str, Any]]:
+    """The trained model of a run folder (its final weights, else its latest checkpoint)."""
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{run_dir}: no {CONFIG_FILE}; is this a modelzoo run folder?")
+    with open(config_path) as fh:
+        cfg = json.load(fh)
+    net = build(cfg["model"]["name"], **cfg["model"].get("config", {}))
+    weights = os.path.join(run_dir, WEIGHTS_FILE)
+    if not os.path.exists(weights):
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{run_dir}: neither {WEIGHTS_FILE} nor a checkpoint")
+        weights = os.path.join(checkpoint[0], WEIGHTS_FILE)
+    net.load_weights(weights)
+    return net, cfg
+
+
+def evaluate(
+    run_dir: str, data: str, *, split: str = "all", output_dir: str | None = None
+) -> dict[str, float]:
+    """Evaluate a run's model on ``data`` (``split``: all rows, or the recipe's train/val rows);
+    writes ``metrics.json`` and the task's figures into ``output_dir`` (default: the run)."""
+    group = distributed.init()
+    net, cfg = load_run(run_dir)
+    task = get_task(cfg["task"])
+    return task.evaluate(net, data, cfg.get("data", {}), split, output_dir or run_dir, group)

@@ -1,0 +1,122 @@
+"""The LHC HDF5 reader: both published layouts, streaming, and one clear error per bad file."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from conftest import write_acat, write_benchmark
+
+from modelzoo.data.hdf5 import DataError, shard_range
+from modelzoo.data.lhc import open_lhc
+
+
+def _collect(images, rows, **kw):
+    xs, ys, ws = [], [], []
+    for x, y, w in images.dataset(rows, batch_size=10, **kw):
+        xs.append(x.numpy()), ys.append(y.numpy()), ws.append(w.numpy())
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+
+
+@pytest.mark.parametrize("layout", ["benchmark", "benchmark_nhwc", "acat"])
+def test_layouts_give_the_same_nhwc_examples(tmp_path, toy_arrays, layout):
+    path = tmp_path / "f.h5"
+    if layout == "acat":
+        write_acat(path, toy_arrays)
+    else:
+        write_benchmark(path, toy_arrays, nhwc=layout.endswith("nhwc"))
+    images = open_lhc(path, transform="none")
+    assert images.layout == layout.split("_")[0]
+    assert images.image_shape == (16, 16, 3)
+    assert images.has_selection
+    x, y, w = _collect(images, (0, 64))
+    np.testing.assert_array_equal(x, np.transpose(toy_arrays["data"], (0, 2, 3, 1)))
+    np.testing.assert_array_equal(y, toy_arrays["label"])
+    np.testing.assert_array_equal(w, toy_arrays["weight"])
+
+
+def test_log1p_transform(benchmark_file, toy_arrays):
+    x, _, _ = _collect(open_lhc(benchmark_file), (0, 8))
+    np.testing.assert_allclose(x, np.log1p(np.transpose(toy_arrays["data"][:8], (0, 2, 3, 1))))
+
+
+def test_shuffled_stream_is_a_reproducible_permutation(benchmark_file, toy_arrays):
+    images = open_lhc(benchmark_file, transform="none")
+    _, _, w1 = _collect(images, (0, 64), shuffle=True, seed=3, block_rows=16)
+    x2, _, w2 = _collect(images, (0, 64), shuffle=True, seed=3, block_rows=16)
+    x3, _, _ = _collect(images, (0, 64), shuffle=True, seed=4, block_rows=16)
+    np.testing.assert_array_equal(w1, w2)
+    assert not np.array_equal(x2, x3)
+    # Same multiset of events: sort by the image sums.
+    sums = np.sort(x2.sum(axis=(1, 2, 3)))
+    np.testing.assert_allclose(sums, np.sort(toy_arrays["data"].sum(axis=(1, 2, 3))), rtol=1e-5)
+
+
+def test_shard_ranges_are_disjoint_and_cover():
+    for n, size in [(10, 3), (64, 2), (5, 8)]:
+        ranges = [shard_range(n, r, size) for r in range(size)]
+        covered = np.concatenate([np.arange(*r) for r in ranges])
+        np.testing.assert_array_equal(covered, np.arange(n))
+
+
+def test_arrays_without_images(benchmark_file, toy_arrays):
+    arrays = open_lhc(benchmark_file).arrays((10, 20))
+    np.testing.assert_array_equal(arrays["label"], toy_arrays["label"][10:20])
+    np.testing.assert_array_equal(arrays["passes_selection"], toy_arrays["psr"][10:20])
+
+
+def _mutate(path, fn):
+    with h5py.File(path, "a") as f:
+        fn(f)
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutation, message",
+    [
+        (lambda f: f.__delitem__("label"), "missing dataset 'label'"),
+        (lambda f: (f.__delitem__("data"), f.create_dataset("data", data=np.zeros((64, 3, 16)))),
+         "dataset 'data' has shape (64, 3, 16), expected (N, 3, H, W) NCHW or (N, H, W, 3)"),
+        (lambda f: (f.__delitem__("weight"), f.create_dataset("weight", data=np.zeros(63))),
+         "datasets differ in length"),
+        (lambda f: (f.__delitem__("label"), f.create_dataset("label", data=np.zeros(64, "S3"))),
+         "dataset 'label' has dtype |S3, expected int"),
+        (lambda f: f["data"].__setitem__((5, 0, 0, 0), np.nan),
+         "dataset 'data' has NaN or Inf (first at row 5)"),
+        (lambda f: f["label"].__setitem__(3, 7), "labels must be 0 (background) or 1 (signal)"),
+    ],
+)
+def test_malformed_benchmark_files(benchmark_file, mutation, message):
+    _mutate(benchmark_file, mutation)
+    with pytest.raises(DataError) as err:
+        open_lhc(benchmark_file)
+    assert benchmark_file in str(err.value)
+    assert message in str(err.value)
+
+
+def test_malformed_acat_file(acat_file):
+    _mutate(acat_file, lambda f: f["all_events"].__delitem__("histEM"))
+    with pytest.raises(DataError, match="missing dataset 'all_events/histEM'"):
+        open_lhc(acat_file)
+
+
+def test_truncated_file(benchmark_file, tmp_path):
+    data = open(benchmark_file, "rb").read()
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as err:
+        open_lhc(truncated)
+    assert str(truncated) in str(err.value) and "truncated" in str(err.value)
+
+
+def test_not_an_lhc_file(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((2, 3))
+    with pytest.raises(DataError, match="found images"):
+        open_lhc(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="cannot be opened"):
+        open_lhc(tmp_path / "nope.h5")
