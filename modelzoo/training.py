@@ -228,7 +228,8 @@ def train(
     if checkpoint is not None:
         with open(os.path.join(run_dir, CONFIG_FILE)) as fh:
             previous = json.load(fh)
-        if previous["model"] != cfg["model"] or previous["task"] != cfg["task"]:
+        as_saved = json.loads(json.dumps(cfg["model"]))  # tuples become lists in JSON
+        if previous["model"] != as_saved or previous["task"] != cfg["task"]:
             raise ValueError(
                 f"{run_dir} holds a checkpoint of a different model configuration "
                 f"({previous['model']}); use another --output folder or --no-resume"
@@ -269,6 +270,7 @@ def train(
             datasets.train,
             steps_per_epoch=datasets.steps_per_epoch,
             validation_data=datasets.validation,
+            validation_steps=datasets.validation_steps,
             epochs=epochs,
             initial_epoch=first_epoch,
             callbacks=callbacks,

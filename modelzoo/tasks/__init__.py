@@ -25,6 +25,8 @@ class Datasets:
     validation: Any = None
     num_train: int = 0
     num_validation: int = 0
+    # Batches in this rank's validation shard; Keras warns when it has to find out by running dry.
+    validation_steps: int | None = None
 
 
 class Task(Protocol):

@@ -85,12 +85,14 @@ class LHCClassification:
             shuffle=True, seed=seed + group.rank, repeat=True, drop_remainder=True,
             first_epoch=first_epoch,
         )
-        validation = None
-        if val_rows[1] > val_rows[0]:
-            validation = stream(
-                images.source, to_example, rows=shard(val_rows), batch_size=batch_size
-            )
-        return Datasets(train, steps, validation, num_train, val_rows[1] - val_rows[0])
+        validation, validation_steps = None, None
+        val_shard = shard(val_rows)
+        if val_shard[1] > val_shard[0]:
+            validation = stream(images.source, to_example, rows=val_shard, batch_size=batch_size)
+            validation_steps = -(-(val_shard[1] - val_shard[0]) // batch_size)
+        return Datasets(
+            train, steps, validation, num_train, val_rows[1] - val_rows[0], validation_steps
+        )
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         model.compile(
