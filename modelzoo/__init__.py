@@ -15,18 +15,37 @@ from typing import Any
 import keras
 
 from modelzoo import models as _models  # noqa: F401  (registers the built-in builders)
-from modelzoo import tasks as _tasks  # noqa: F401
-from modelzoo.registry import ModelNotFoundError, ModelSpec, get_spec, list_models, register_model
+from modelzoo import pretrained
+from modelzoo.pretrained import (
+    PretrainedError,
+    from_pretrained,
+    list_pretrained,
+    load_weights,
+    save_pretrained,
+)
+from modelzoo.registry import (
+    ModelNotFoundError,
+    ModelSpec,
+    build,
+    get_spec,
+    list_models,
+    register_model,
+)
 from modelzoo.tasks import lhc as _lhc_task  # noqa: F401  (registers the LHC task)
 
 __version__ = "0.1.0"
 __all__ = [
     "ModelNotFoundError",
     "ModelSpec",
+    "PretrainedError",
+    "from_pretrained",
     "get",
     "info",
     "list_models",
+    "list_pretrained",
+    "load_weights",
     "register_model",
+    "save_pretrained",
 ]
 
 
@@ -35,15 +54,16 @@ def get(name: str, weights: str | None = None, **config: Any) -> keras.Model:
 
     Args:
         name: registry name, see :func:`list_models`.
-        weights: ``None`` for random initialisation.
+        weights: ``None`` for random initialisation, ``"default"`` or a tag for the shipped
+            weights (sha256-checked; see :func:`list_pretrained`).
         **config: builder keywords overriding the registered defaults; an unknown keyword raises
             and lists the accepted ones.
     """
-    from modelzoo.registry import build
-
     if weights is not None:
-        raise NotImplementedError("pretrained weights are not available yet; use weights=None")
-    return build(name, **config)
+        return pretrained.build_pretrained(name, weights, config)
+    model = build(name, **config)
+    pretrained.remember_build(model, name, config)
+    return model
 
 
 def info(name: str) -> dict[str, Any]:

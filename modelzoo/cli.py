@@ -94,6 +94,49 @@ def _cmd_data_lhc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrained(args: argparse.Namespace) -> int:
+    from modelzoo import pretrained, reproduce
+
+    if args.action == "list":
+        for key in pretrained.list_pretrained():
+            entry = pretrained.load_manifest()[key]
+            star = "*" if entry.get("default") else " "
+            print(f"{key:<32}{star} {entry['bytes'] / 1e6:6.2f} MB  {entry['description']}")
+        return 0
+    if args.action == "verify":
+        keys = [args.key] if args.key else pretrained.list_pretrained()
+        failed = False
+        for key in keys:
+            outcome = reproduce.verify(key)
+            failed |= bool(outcome["problems"])
+            status = "FAIL " + "; ".join(outcome["problems"]) if outcome["problems"] else "ok"
+            print(f"{key}: {status}")
+        return 1 if failed else 0
+    if args.action == "recreate":
+        if not args.key:
+            raise SystemExit("modelzoo: pretrained recreate needs a KEY (see `pretrained list`)")
+        outcome = reproduce.recreate(args.key, args.work_dir)
+        print(json.dumps(outcome["metrics"], indent=2))
+        if outcome["problems"]:
+            print("outside tolerance: " + "; ".join(outcome["problems"]))
+            return 1
+        print(f"{args.key}: re-created within tolerance ({outcome['run_dir']})")
+        return 0
+    raise AssertionError(args.action)
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from modelzoo.cards import model_card
+
+    text = model_card(args.model)
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+    else:
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelzoo", description="Deep learning for science: models, data, training."
@@ -134,6 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="where metrics.json and figures go (default: the run folder)")
     p.set_defaults(func=_cmd_evaluate)
 
+    p = sub.add_parser("pretrained", help="shipped weights: list, verify, re-create from scratch")
+    p.add_argument("action", choices=("list", "verify", "recreate"))
+    p.add_argument("key", nargs="?", help="manifest entry, e.g. lhc_cnn.pythia_v1 (verify: all)")
+    p.add_argument("--work-dir", default="runs/recreate", help="recreate: data and run folder")
+    p.set_defaults(func=_cmd_pretrained)
+
+    p = sub.add_parser("card", help="print a model card (markdown)")
+    p.add_argument("model")
+    p.add_argument("--output", help="write to this file instead of stdout")
+    p.set_defaults(func=_cmd_card)
+
     p = sub.add_parser("data", help="generate synthetic data sets")
     data_sub = p.add_subparsers(dest="dataset", required=True)
     q = data_sub.add_parser("lhc", help="Pythia 8 collisions -> calorimeter images (HDF5)")
@@ -150,12 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from modelzoo.data.hdf5 import DataError
+    from modelzoo.pretrained import PretrainedError
     from modelzoo.registry import ModelNotFoundError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ModelNotFoundError, FileNotFoundError, TypeError, ValueError) as err:
+    except (DataError, PretrainedError, ModelNotFoundError, FileNotFoundError, TypeError,
+            ValueError) as err:
         # Expected user errors get one line, not a traceback.
         print(f"modelzoo: error: {err}", file=sys.stderr)
         return 2

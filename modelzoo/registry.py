@@ -40,6 +40,7 @@ class ModelSpec:
         defaults: builder keyword defaults, read from the builder's signature.
         recipe: name of the training recipe (``modelzoo/configs/<recipe>.yaml``), or None.
         summary: one-line description.
+        published: the published result(s) on real data, for model cards.
     """
 
     name: str
@@ -53,6 +54,7 @@ class ModelSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     recipe: str | None = None
     summary: str = ""
+    published: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Metadata as plain data (no builder), for ``info`` and model cards."""
@@ -66,6 +68,7 @@ class ModelSpec:
             "defaults": dict(self.defaults),
             "data_layout": self.data_layout,
             "citation": self.citation,
+            "published": self.published,
             "recipe": self.recipe,
             "pretrained": has_pretrained(self.name),
         }
@@ -107,6 +110,7 @@ def register_model(
     citation: str = "",
     data_layout: str = "",
     recipe: str | None = None,
+    published: str = "",
     replace: bool = False,
 ) -> Callable:
     """Register a builder. Use bare (``@register_model``) or with metadata.
@@ -132,6 +136,7 @@ def register_model(
             defaults=_builder_defaults(builder),
             recipe=recipe,
             summary=doc.splitlines()[0] if doc else "",
+            published=published,
         )
         return builder
 

@@ -1,0 +1,139 @@
+"""Publishing, verifying and re-creating the shipped pretrained entries.
+
+Each manifest entry records how it was made: the synthetic data recipe (generator, sizes,
+seeds), the training recipe and the metrics on a fixed evaluation set. From that,
+
+* :func:`export` turns a finished run into a shipped entry (compact float16 weights, metrics
+  measured on the evaluation set *after* the float16 round trip, so they reproduce exactly);
+* :func:`verify` regenerates the evaluation set and checks the shipped weights still give the
+  manifest's metrics;
+* :func:`recreate` regenerates the training data, retrains by the recipe and checks the new
+  metrics land within the entry's tolerance of the manifest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from modelzoo import pretrained, training
+from modelzoo.tasks import get_task
+
+# Synthetic data generators by kind: "module:function", called as fn(path, **args).
+GENERATORS = {
+    "lhc": "modelzoo.data.lhc_pythia:generate_lhc_events",
+}
+
+
+def generate(kind: str, path: str | os.PathLike, args: dict[str, Any]) -> str:
+    """Write synthetic data set ``kind`` with ``args`` to ``path`` (skipped if it exists)."""
+    if kind not in GENERATORS:
+        raise ValueError(f"unknown generator {kind!r}; known: {', '.join(sorted(GENERATORS))}")
+    if not os.path.exists(path):
+        module, _, function = GENERATORS[kind].partition(":")
+        getattr(importlib.import_module(module), function)(path, progress=False, **args)
+    return os.fspath(path)
+
+
+def evaluate_model(model, entry: dict[str, Any], data_dir: str | os.PathLike) -> dict[str, float]:
+    """Metrics of ``model`` on the entry's evaluation set (generated into ``data_dir``)."""
+    from modelzoo import distributed
+
+    data = entry["data_recipe"]
+    eval_path = Path(data_dir) / f"{data['generator']}-eval-seed{data['eval']['seed']}.h5"
+    generate(data["generator"], eval_path, data["eval"])
+    task = get_task(entry["recipe"]["task"])
+    return task.evaluate(
+        model, str(eval_path), entry["recipe"].get("data", {}), "all", None, distributed.init()
+    )
+
+
+def export(
+    run_dir: str,
+    key: str,
+    data_recipe: dict[str, Any],
+    *,
+    default: bool = True,
+    tolerance: dict[str, float] | None = None,
+    data_dir: str | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """Ship run ``run_dir`` as manifest entry ``key`` (``model.tag``)."""
+    model, cfg = training.load_run(run_dir)
+    name = cfg["model"]["name"]
+    if not key.startswith(f"{name}."):
+        raise ValueError(f"entry key {key!r} must start with the model name {name!r}")
+    pretrained.PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
+    weights = pretrained.PRETRAINED_DIR / f"{key}.weights.h5"
+    pretrained.write_compact(model, weights)
+    recipe = {k: v for k, v in cfg.items() if k not in ("data_file", "world_size")}
+    entry: dict[str, Any] = {
+        "model": name,
+        "tag": key.split(".", 1)[1],
+        "default": default,
+        "description": description,
+        "file": weights.name,
+        "sha256": pretrained.sha256_of(weights),
+        "bytes": weights.stat().st_size,
+        "dtype": "float16",
+        "config": cfg["model"].get("config", {}),
+        "recipe": recipe,
+        "data_recipe": data_recipe,
+        "tolerance": tolerance or {},
+        **pretrained.versions(),
+    }
+    reloaded = pretrained.load_weights(training.load_run(run_dir)[0], weights)
+    with tempfile.TemporaryDirectory() as tmp:
+        entry["metrics"] = evaluate_model(reloaded, entry, data_dir or tmp)
+    manifest = pretrained.load_manifest()
+    if default:
+        for other in manifest.values():
+            if other["model"] == name:
+                other["default"] = False
+    manifest[key] = entry
+    path = pretrained.PRETRAINED_DIR / pretrained.MANIFEST
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=float) + "\n")
+    return entry
+
+
+def compare(measured: dict[str, float], expected: dict[str, float], tolerance: dict[str, float],
+            default_tolerance: float) -> list[str]:
+    """Human-readable differences beyond tolerance (empty when everything agrees)."""
+    problems = []
+    for metric, want in expected.items():
+        if not isinstance(want, (int, float)) or metric not in measured:
+            continue
+        tol = tolerance.get(metric, default_tolerance)
+        if abs(measured[metric] - want) > tol * max(1.0, abs(want)):
+            problems.append(f"{metric}: measured {measured[metric]:.6g}, manifest {want:.6g} "
+                            f"(tolerance {tol:g})")
+    return problems
+
+
+def verify(key: str, data_dir: str | None = None, tolerance: float = 1e-4) -> dict[str, Any]:
+    """Shipped weights on the regenerated evaluation set must give the manifest metrics."""
+    entry = pretrained.load_manifest()[key]
+    model = pretrained.build_pretrained(entry["model"], entry["tag"], {})
+    with tempfile.TemporaryDirectory() as tmp:
+        measured = evaluate_model(model, entry, data_dir or tmp)
+    return {"metrics": measured, "problems": compare(measured, entry["metrics"], {}, tolerance)}
+
+
+def recreate(key: str, work_dir: str) -> dict[str, Any]:
+    """Regenerate the training data, retrain by the entry's recipe, compare with the manifest."""
+    entry = pretrained.load_manifest()[key]
+    data = entry["data_recipe"]
+    os.makedirs(work_dir, exist_ok=True)
+    train_path = Path(work_dir) / f"{data['generator']}-train-seed{data['train']['seed']}.h5"
+    generate(data["generator"], train_path, data["train"])
+    run_dir = os.path.join(work_dir, "run")
+    training.train(entry["model"], str(train_path), run_dir=run_dir, recipe=entry["recipe"],
+                   resume=False, verbose=2)
+    model, _ = training.load_run(run_dir)
+    measured = evaluate_model(model, entry, work_dir)
+    problems = compare(measured, entry["metrics"], entry.get("tolerance", {}), 0.05)
+    return {"metrics": measured, "problems": problems, "run_dir": run_dir}

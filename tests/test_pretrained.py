@@ -1,0 +1,119 @@
+"""Pretrained weights: folders, integrity checks, config mismatch, and every shipped entry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import modelzoo
+from modelzoo import pretrained, reproduce
+
+TINY = {"input_shape": (16, 16, 3), "filters": 4, "dense_units": 8}
+
+
+def _fake_shipped(tmp_path, monkeypatch):
+    """A private pretrained/ folder with one compact float16 entry."""
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    model = modelzoo.get("lhc_cnn", **TINY)
+    path = tmp_path / "lhc_cnn.test.weights.h5"
+    pretrained.write_compact(model, path)
+    manifest = {"lhc_cnn.test": {
+        "model": "lhc_cnn", "tag": "test", "default": True, "file": path.name,
+        "sha256": pretrained.sha256_of(path), "bytes": path.stat().st_size,
+        "config": json.loads(json.dumps(TINY)), "metrics": {}, "description": "test entry",
+    }}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    return model, path
+
+
+def _same_weights(a, b, rtol=0.0, atol=0.0):
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(np.asarray(wa), np.asarray(wb), rtol=rtol, atol=atol)
+
+
+def test_shipped_entry_loads_with_float16_precision(tmp_path, monkeypatch):
+    original, _ = _fake_shipped(tmp_path, monkeypatch)
+    loaded = modelzoo.get("lhc_cnn", weights="default")
+    assert loaded.input_shape == (None, 16, 16, 3)
+    assert all(np.asarray(w).dtype == np.float32 for w in loaded.weights)
+    _same_weights(original, loaded, rtol=1e-3, atol=1e-4)
+    assert modelzoo.list_models("lhc*", pretrained=True) == ["lhc_cnn"]
+    assert modelzoo.get("lhc_cnn", weights="test", filters=4).count_params() == loaded.count_params()
+
+
+def test_tampered_truncated_missing_and_mismatched(tmp_path, monkeypatch):
+    _, path = _fake_shipped(tmp_path, monkeypatch)
+    data = path.read_bytes()
+
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(modelzoo.PretrainedError, match="sha256 .* does not match expected"):
+        modelzoo.get("lhc_cnn", weights="default")
+
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(modelzoo.PretrainedError, match="truncated"):
+        modelzoo.get("lhc_cnn", weights="default")
+
+    path.unlink()
+    with pytest.raises(modelzoo.PretrainedError, match="weights file is missing"):
+        modelzoo.get("lhc_cnn", weights="default")
+
+    path.write_bytes(data)
+    with pytest.raises(modelzoo.PretrainedError, match="does not match the weights"):
+        modelzoo.get("lhc_cnn", weights="default", filters=8)
+    with pytest.raises(modelzoo.PretrainedError, match="has no weights 'v9'"):
+        modelzoo.get("lhc_cnn", weights="v9")
+    with pytest.raises(modelzoo.PretrainedError, match="no pretrained weights ship"):
+        modelzoo.get("lhc_cnn_15pf", weights="default")
+    # Loading into a different architecture names both shapes.
+    with pytest.raises(modelzoo.PretrainedError, match="another configuration"):
+        modelzoo.load_weights(modelzoo.get("lhc_cnn", **{**TINY, "dense_units": 4}),
+                              "lhc_cnn.test")
+
+
+def test_save_and_from_pretrained_round_trip(tmp_path):
+    model = modelzoo.get("lhc_cnn", **TINY)
+    folder = modelzoo.save_pretrained(model, tmp_path / "mine", metadata={"note": "mine"})
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["note"] == "mine" and len(meta["sha256"]) == 64
+    again = modelzoo.from_pretrained(folder)
+    _same_weights(model, again)
+
+    other = modelzoo.get("lhc_cnn", **TINY)
+    modelzoo.load_weights(other, folder)
+    _same_weights(model, other)
+
+    weights = folder / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(modelzoo.PretrainedError, match="truncated"):
+        modelzoo.from_pretrained(folder)
+
+
+def test_save_pretrained_needs_config_for_foreign_models(tmp_path):
+    import keras
+
+    inputs = keras.Input((2,))
+    foreign = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    with pytest.raises(ValueError, match="needs name= and config="):
+        modelzoo.save_pretrained(foreign, tmp_path / "x")
+
+
+SHIPPED = pretrained.list_pretrained()
+
+
+def test_manifest_files_exist_and_hash_right():
+    for key, entry in pretrained.load_manifest().items():
+        path = pretrained.PRETRAINED_DIR / entry["file"]
+        assert path.exists(), key
+        assert path.stat().st_size == entry["bytes"], key
+        assert pretrained.sha256_of(path) == entry["sha256"], key
+    total = sum(p.stat().st_size for p in pretrained.PRETRAINED_DIR.glob("*"))
+    assert total < 30e6, "keep the repository small"
+
+
+@pytest.mark.parametrize("key", SHIPPED)
+def test_shipped_model_reproduces_manifest_metrics(key, tmp_path):
+    outcome = reproduce.verify(key, data_dir=str(tmp_path))
+    assert outcome["problems"] == [], outcome
+
