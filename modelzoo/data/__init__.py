@@ -1,0 +1,1 @@
+"""Data readers for the published layouts and physics-informed synthetic generators."""
