@@ -123,16 +123,40 @@ def verify(key: str, data_dir: str | None = None, tolerance: float = 1e-4) -> di
     return {"metrics": measured, "problems": compare(measured, entry["metrics"], {}, tolerance)}
 
 
-def recreate(key: str, work_dir: str) -> dict[str, Any]:
-    """Regenerate the training data, retrain by the entry's recipe, compare with the manifest."""
-    entry = pretrained.load_manifest()[key]
-    data = entry["data_recipe"]
+def _train(model: str, data: dict[str, Any], work_dir: str, **train_args: Any) -> str:
+    """Generate the training set of data recipe ``data`` and train ``model`` on it."""
     os.makedirs(work_dir, exist_ok=True)
     train_path = Path(work_dir) / f"{data['generator']}-train-seed{data['train']['seed']}.h5"
     generate(data["generator"], train_path, data["train"])
     run_dir = os.path.join(work_dir, "run")
-    training.train(entry["model"], str(train_path), run_dir=run_dir, recipe=entry["recipe"],
-                   resume=False, verbose=2)
+    training.train(model, str(train_path), run_dir=run_dir, resume=False, verbose=2,
+                   **train_args)
+    return run_dir
+
+
+def publish(
+    model: str,
+    tag: str,
+    data_recipe: dict[str, Any],
+    work_dir: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+    description: str = "",
+    tolerance: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Generate data, train ``model`` by its recipe (with ``overrides``) and ship it as
+    ``model.tag``, the default entry for ``model``."""
+    run_dir = _train(model, data_recipe, work_dir, overrides=overrides,
+                     model_config=model_config)
+    return export(run_dir, f"{model}.{tag}", data_recipe, description=description,
+                  tolerance=tolerance, data_dir=work_dir)
+
+
+def recreate(key: str, work_dir: str) -> dict[str, Any]:
+    """Regenerate the training data, retrain by the entry's recipe, compare with the manifest."""
+    entry = pretrained.load_manifest()[key]
+    run_dir = _train(entry["model"], entry["data_recipe"], work_dir, recipe=entry["recipe"])
     model, _ = training.load_run(run_dir)
     measured = evaluate_model(model, entry, work_dir)
     problems = compare(measured, entry["metrics"], entry.get("tolerance", {}), 0.05)
