@@ -10,11 +10,16 @@ Seed article: Prabhat, "A look at deep learning for science", O'Reilly, April 20
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-import keras
+# TensorFlow's C++ INFO/WARNING lines (no CUDA driver, oneDNN notes) drown the progress output
+# scientists need to read; errors still show. An explicit setting by the user wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from modelzoo import models as _models  # noqa: F401  (registers the built-in builders)
+import keras  # noqa: E402
+
+from modelzoo import models as _models  # noqa: F401, E402  (registers the built-in builders)
 from modelzoo import pretrained
 from modelzoo.pretrained import (
     PretrainedError,
@@ -31,6 +36,7 @@ from modelzoo.registry import (
     list_models,
     register_model,
 )
+from modelzoo.tasks import galaxy as _galaxy_task  # noqa: F401  (registers the galaxy task)
 from modelzoo.tasks import lhc as _lhc_task  # noqa: F401  (registers the LHC task)
 
 __version__ = "0.1.0"

@@ -81,15 +81,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_data_lhc(args: argparse.Namespace) -> int:
     from modelzoo.data.lhc_pythia import generate_lhc_events
 
-    report = generate_lhc_events(
+    # The generator reports progress and a summary line itself.
+    generate_lhc_events(
         args.output, n_signal=args.signal, n_background=args.background,
         image_size=args.image_size, layout=args.layout, seed=args.seed,
         processes=args.processes,
     )
+    return 0
+
+
+def _cmd_data_galaxy(args: argparse.Namespace) -> int:
+    from modelzoo.data.galaxy_galsim import GalaxyConfig, generate_galaxies
+
+    config = GalaxyConfig(image_size=args.image_size, bands=tuple(args.bands.split(",")))
+    report = generate_galaxies(
+        args.output, args.count, seed=args.seed, processes=args.processes, config=config,
+        progress=True,
+    )
+    mix = ", ".join(f"{k} {v}" for k, v in report.morphology_counts.items())
     print(
-        f"wrote {report.n_events} events to {report.path} in {report.seconds:.1f} s "
-        f"({report.events_per_second:.1f} events/s); physics selection: TPR "
-        f"{report.selection_tpr:.3f} at FPR {report.selection_fpr:.2e}"
+        f"wrote {report.n_stamps} stamps to {report.path} in {report.seconds:.1f} s "
+        f"({report.stamps_per_second:.1f} stamps/s); {mix}"
     )
     return 0
 
@@ -112,6 +124,17 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
             status = "FAIL " + "; ".join(outcome["problems"]) if outcome["problems"] else "ok"
             print(f"{key}: {status}")
         return 1 if failed else 0
+    if args.action == "publish":
+        if not (args.key and args.tag and args.data_recipe):
+            raise SystemExit("modelzoo: pretrained publish needs MODEL --tag T --data-recipe JSON")
+        entry = reproduce.publish(
+            args.key, args.tag, json.loads(args.data_recipe), args.work_dir,
+            overrides=_parse_assignments(args.set, "--set"),
+            description=args.description,
+            tolerance=json.loads(args.tolerance) if args.tolerance else None,
+        )
+        print(json.dumps(entry["metrics"], indent=2))
+        return 0
     if args.action == "recreate":
         if not args.key:
             raise SystemExit("modelzoo: pretrained recreate needs a KEY (see `pretrained list`)")
@@ -178,9 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("pretrained", help="shipped weights: list, verify, re-create from scratch")
-    p.add_argument("action", choices=("list", "verify", "recreate"))
-    p.add_argument("key", nargs="?", help="manifest entry, e.g. lhc_cnn.pythia_v1 (verify: all)")
-    p.add_argument("--work-dir", default="runs/recreate", help="recreate: data and run folder")
+    p.add_argument("action", choices=("list", "verify", "recreate", "publish"))
+    p.add_argument("key", nargs="?",
+                   help="manifest entry, e.g. lhc_cnn.pythia_v1 (verify: all); publish: MODEL")
+    p.add_argument("--work-dir", default="runs/recreate", help="data and run folder")
+    p.add_argument("--tag", help="publish: entry tag, e.g. pythia_v1")
+    p.add_argument("--data-recipe", help='publish: JSON {"generator": ..., "train": {...}, '
+                   '"eval": {...}}')
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="publish: recipe overrides")
+    p.add_argument("--description", default="", help="publish: one line for the manifest")
+    p.add_argument("--tolerance", help='publish: JSON {"metric": relative tolerance} for recreate')
     p.set_defaults(func=_cmd_pretrained)
 
     p = sub.add_parser("card", help="print a model card (markdown)")
@@ -199,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--processes", type=int, default=1)
     q.set_defaults(func=_cmd_data_lhc)
+    q = data_sub.add_parser("galaxy", help="GalSim galaxy stamps (HDF5) for galaxy_vae")
+    q.add_argument("--output", required=True)
+    q.add_argument("--count", type=int, default=2000, help="number of stamps")
+    q.add_argument("--bands", default="r", help="comma-separated ugriz bands, e.g. g,r,i")
+    q.add_argument("--image-size", type=int, default=69)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--processes", type=int, default=1)
+    q.set_defaults(func=_cmd_data_galaxy)
     return parser
 
 

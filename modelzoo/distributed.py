@@ -8,7 +8,9 @@ collectives (``grouped_allreduce``, ``allreduce``, ``broadcast``, ``allgather``)
 TensorFlow 2.21 eagerly and inside ``tf.function``.
 
 Without ``horovodrun`` (or without Horovod installed) :func:`init` returns a single-process
-group with the same interface, so one training path serves laptops and clusters.
+group with the same interface, so one training path serves laptops and clusters. Under a
+launcher, :func:`init` also gives each rank one GPU (by local rank) or, on CPU nodes, its share
+of the cores, and makes an uncaught exception on any rank end the whole job promptly.
 
 References: A. Sergeev, M. Del Balso, "Horovod: fast and easy distributed deep learning in
 TensorFlow", arXiv:1802.05799; P. Goyal et al., "Accurate, Large Minibatch SGD: Training
@@ -18,6 +20,9 @@ ImageNet in 1 Hour", arXiv:1706.02677 (linear learning-rate scaling with warm-up
 from __future__ import annotations
 
 import os
+import sys
+import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,15 +48,25 @@ class ProcessGroup:
         return self.rank == 0
 
     def allreduce_mean(self, values: dict[str, float], name: str = "metrics") -> dict[str, float]:
-        """Average scalar values over ranks (same keys on every rank)."""
-        if self.hvd is None or not values:
+        """Average scalar values over the ranks that have them; every rank gets every key.
+
+        Keys may differ between ranks: with fewer validation rows than ranks, some ranks have
+        no ``val_`` metrics, and a plain allreduce of unequal vectors would fail the job.
+        """
+        if self.hvd is None:
             return dict(values)
         import tensorflow as tf
 
-        keys = sorted(values)
-        stacked = tf.constant([float(values[k]) for k in keys], dtype=tf.float64)
-        mean = self.hvd.allreduce(stacked, op=self.hvd.Average, name=name).numpy()
-        return dict(zip(keys, mean.tolist()))
+        key_lists = self.hvd.allgather_object(sorted(values), name=f"{name}_keys")
+        keys = sorted(set().union(*key_lists))
+        if not keys:
+            return {}
+        # (sum, count) per key: a rank without a key adds nothing to its mean.
+        pairs = [[float(values[k]), 1.0] if k in values else [0.0, 0.0] for k in keys]
+        totals = self.hvd.allreduce(
+            tf.constant(pairs, dtype=tf.float64), op=self.hvd.Sum, name=name
+        ).numpy()
+        return {k: float(s / n) for k, (s, n) in zip(keys, totals)}
 
     def allgather(self, array: np.ndarray, name: str = "gather") -> np.ndarray:
         """Concatenate each rank's ``array`` along axis 0, in rank order."""
@@ -70,6 +85,15 @@ class ProcessGroup:
         for i, var in enumerate(variables):
             value = self.hvd.broadcast(tf.convert_to_tensor(var), root, name=f"bcast_{i}")
             var.assign(value)
+
+    def broadcast_int(self, value: int, root: int = 0, name: str = "bcast_int") -> int:
+        """``value`` as held by ``root``, on every rank (decisions all ranks must agree on, e.g.
+        the epoch to resume from, when run folders are node-local or files appear mid-start)."""
+        if self.hvd is None:
+            return int(value)
+        import tensorflow as tf
+
+        return int(self.hvd.broadcast(tf.constant(int(value), tf.int64), root, name=name).numpy())
 
     def barrier(self) -> None:
         if self.hvd is not None:
@@ -104,15 +128,88 @@ def init(*, pin_gpu: bool = True) -> ProcessGroup:
         ) from None
     hvd.init()
     group = ProcessGroup(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), hvd)
-    if pin_gpu:
-        import tensorflow as tf
+    import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            tf.config.set_visible_devices(gpus[group.local_rank % len(gpus)], "GPU")
-            tf.config.experimental.set_memory_growth(gpus[group.local_rank % len(gpus)], True)
+    gpus = tf.config.list_physical_devices("GPU")
+    if pin_gpu and gpus:
+        tf.config.set_visible_devices(gpus[group.local_rank % len(gpus)], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[group.local_rank % len(gpus)], True)
+    if not gpus:
+        _share_cpu_cores(group.local_size)
+    if group.size > 1:
+        _install_excepthook(group.rank)
     _GROUP = group
     return group
+
+
+def _share_cpu_cores(local_size: int) -> None:
+    """Split this node's cores between its ranks (k ranks per node each get cores // k threads).
+
+    TensorFlow otherwise gives every process a pool of all the node's cores, so k ranks on one
+    CPU node run k x cores threads that preempt each other in the middle of every step. A rank
+    the launcher already bound to some cores (mpirun --bind-to, srun --cpu-bind) uses those,
+    and an explicit ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` is respected.
+    """
+    if local_size <= 1:
+        return
+    import tensorflow as tf
+
+    node_cores = os.cpu_count() or 1
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        allowed = node_cores
+    threads = allowed if allowed < node_cores else max(1, node_cores // local_size)
+    try:
+        if "TF_NUM_INTRAOP_THREADS" not in os.environ:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        if "TF_NUM_INTEROP_THREADS" not in os.environ:
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    except RuntimeError:
+        # TensorFlow already ran an op in this process; its pools are fixed. Harmless, slower.
+        print(
+            f"modelzoo: could not limit TensorFlow to {threads} threads per rank (already "
+            "initialised); set TF_NUM_INTRAOP_THREADS to avoid oversubscribing the cores",
+            file=sys.stderr,
+        )
+
+
+# How long a rank whose collective failed because another rank died waits before exiting: long
+# enough for the launcher to see the rank that failed first exit first.
+_SECONDARY_EXIT_DELAY_S = 5.0
+
+
+def _install_excepthook(rank: int) -> None:
+    """Make an uncaught exception on any rank end that rank at once, after printing it.
+
+    Left to the interpreter's normal exit, the failing rank first runs Horovod's shutdown and
+    TensorFlow's teardown, which can outlast the ranks it leaves waiting in a collective; the
+    launcher then names one of those innocent ranks ("Horovod has been shut down") as the first
+    failure. Here the failing rank exits immediately, and a rank whose only error is that
+    shutdown says so in one line and gives the failing rank a head start, so that horovodrun
+    (or mpirun, or srun --kill-on-bad-exit) names the right rank and stops the others.
+    """
+    previous = sys.excepthook
+
+    def hook(kind, value, tb) -> None:
+        try:
+            sys.stdout.flush()
+            if "Horovod has been shut down" in str(value):
+                print(
+                    f"modelzoo: rank {rank} stopped because another rank failed (its error is "
+                    "above)", file=sys.stderr, flush=True,
+                )
+                time.sleep(_SECONDARY_EXIT_DELAY_S)
+            else:
+                print(f"modelzoo: rank {rank} failed; stopping the job", file=sys.stderr)
+                previous(kind, value, tb)
+        except BaseException:  # never let a broken hook (or Ctrl-C) skip the exit below
+            traceback.print_exception(kind, value, tb)
+        finally:
+            sys.stderr.flush()
+            os._exit(1)
+
+    sys.excepthook = hook
 
 
 def distributed_optimizer(
@@ -146,8 +243,20 @@ def distributed_optimizer(
     return Averaging.from_config(optimizer.get_config())
 
 
+# Added to the seed of every layer's random stream on rank r (times r); a large prime keeps the
+# ranks' streams far apart whatever seeds the layers were built with.
+_RANK_SEED_STRIDE = 1_000_003
+
+
 def sync_initial_state(model: keras.Model, group: ProcessGroup) -> None:
-    """Give every rank rank 0's weights and optimizer state (the optimizer must be built)."""
+    """Give every rank rank 0's weights and optimizer state, then separate the ranks' dropout
+    and other in-model random streams.
+
+    The optimizer is built first if needed (its slots must exist to be broadcast). After the
+    broadcast every layer's seed generator is identical on all ranks, so rank 0's example i and
+    rank 1's example i would get the same dropout mask at every step; one process with the
+    global batch draws independent masks, so each rank offsets its seeds by its rank.
+    """
     if group.hvd is None:
         return
     if model.optimizer is not None and not model.optimizer.built:
@@ -156,6 +265,11 @@ def sync_initial_state(model: keras.Model, group: ProcessGroup) -> None:
     if model.optimizer is not None:
         variables += list(model.optimizer.variables)
     group.broadcast_variables(variables)
+    if group.rank:
+        for var in model.variables:
+            if var.name == "seed_generator_state":
+                state = np.asarray(var)
+                var.assign(state + np.array([group.rank * _RANK_SEED_STRIDE, 0], state.dtype))
 
 
 class AverageMetrics(keras.callbacks.Callback):

@@ -17,6 +17,7 @@ continues to the requested final epoch.
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import shutil
@@ -78,6 +79,7 @@ class TrainResult:
     seconds: float
     examples_per_second: float
     resumed_from: int
+    model: keras.Model | None = None  # the trained model (identical on every rank)
 
 
 def make_optimizer(
@@ -103,14 +105,14 @@ def make_optimizer(
 
 
 class _Checkpoint(keras.callbacks.Callback):
-    """Atomic per-epoch checkpoints on rank 0: written to a temporary folder, renamed, and only
-    then named in ``latest.json`` (itself replaced atomically). A kill at any moment leaves the
-    previous checkpoint intact and referenced."""
+    """Atomic per-epoch checkpoints on rank 0: written to a temporary folder, flushed to disk,
+    renamed, and only then named in ``latest.json`` (itself replaced atomically). A kill at any
+    moment leaves the previous checkpoint intact and referenced."""
 
     def __init__(self, run_dir: str, keep: int) -> None:
         super().__init__()
         self.dir = os.path.join(run_dir, "checkpoints")
-        self.keep = keep
+        self.keep = max(1, keep)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         os.makedirs(self.dir, exist_ok=True)
@@ -125,12 +127,62 @@ class _Checkpoint(keras.callbacks.Callback):
             **{f"v{i:05d}": np.asarray(v) for i, v in enumerate(opt_vars)},
         )
         _write_json(os.path.join(tmp, "state.json"), {"epoch": epoch + 1, "logs": _floats(logs)})
+        _fsync_tree(tmp)  # contents on disk before the rename can make them visible
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        _fsync_dir(self.dir)
         _write_json(os.path.join(self.dir, "latest.json"), {"checkpoint": name, "epoch": epoch + 1})
-        done = sorted(d for d in os.listdir(self.dir) if d.startswith("epoch-"))
-        for old in done[: -self.keep]:
-            shutil.rmtree(os.path.join(self.dir, old), ignore_errors=True)
+        # Keep the newest `keep` epochs up to this one. Judged by epoch number, not by name order:
+        # folders of higher epochs are leftovers of an earlier run in this folder (--no-resume, or
+        # a kill before latest.json moved on), and name order would delete the checkpoint just
+        # written instead of them.
+        for entry in os.listdir(self.dir):
+            if not entry.startswith("epoch-"):
+                continue
+            number = int(entry.split("-")[1])
+            if not epoch + 1 - self.keep < number <= epoch + 1:
+                shutil.rmtree(os.path.join(self.dir, entry), ignore_errors=True)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: str) -> None:
+    for name in os.listdir(path):
+        with open(os.path.join(path, name), "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(path)
+
+
+def _save_weights_atomic(model: keras.Model, path: str) -> None:
+    """``model.save_weights(path)`` that never leaves a half-written file at ``path``."""
+    tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
+    model.save_weights(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _truncate_history(path: str, epochs_done: int) -> None:
+    """Keep the rows of ``history.csv`` for epochs before ``epochs_done`` (its ``epoch`` column
+    counts from 0), so that a resumed run appends each later epoch exactly once."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or "epoch" not in rows[0]:
+        return
+    col = rows[0].index("epoch")
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[col]) < epochs_done]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as fh:
+        csv.writer(fh).writerows(kept)
+    os.replace(tmp, path)
 
 
 def _floats(logs: dict | None) -> dict[str, float]:
@@ -195,6 +247,7 @@ def train(
     model_config: dict[str, Any] | None = None,
     resume: bool = True,
     verbose: int = 1,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
     """Train registered ``model`` on HDF5 file ``data`` following its recipe.
 
@@ -211,6 +264,8 @@ def train(
         model_config: builder keyword overrides (merged over the recipe's ``model`` section).
         resume: continue from the latest checkpoint in ``run_dir`` if there is one.
         verbose: Keras progress-bar verbosity on rank 0 (other ranks are silent).
+        callbacks: extra Keras callbacks, run on every rank after the zoo's own (so they see
+            metrics already averaged over ranks).
     """
     group = distributed.init()
     cfg = load_recipe(model) if recipe is None else (
@@ -234,7 +289,9 @@ def train(
                 f"{run_dir} holds a checkpoint of a different model configuration "
                 f"({previous['model']}); use another --output folder or --no-resume"
             )
-    first_epoch = checkpoint[1] if checkpoint else 0
+    # Rank 0 restores and broadcasts, so its view of the run folder decides where every rank
+    # starts (a node-local folder, or one rank looking before another, must not split the job).
+    first_epoch = group.broadcast_int(checkpoint[1] if checkpoint else 0, name="first_epoch")
 
     task = get_task(cfg["task"])
     batch_size = int(train_cfg["batch_size"])
@@ -245,7 +302,7 @@ def train(
         optimizer, group, fp16_compression=bool(train_cfg.get("fp16_allreduce", False))
     )
     task.compile(net, optimizer, cfg)
-    if checkpoint is not None and group.is_root:
+    if first_epoch > 0 and group.is_root:
         _restore(net, checkpoint[0])
     elif not net.optimizer.built:
         net.optimizer.build(net.trainable_variables)
@@ -253,16 +310,22 @@ def train(
 
     epochs = int(train_cfg["epochs"])
     throughput = _Throughput(datasets.steps_per_epoch * batch_size * group.size)
-    callbacks: list[keras.callbacks.Callback] = [distributed.AverageMetrics(group), throughput]
+    all_callbacks: list[keras.callbacks.Callback] = [distributed.AverageMetrics(group), throughput]
     if group.is_root:
         os.makedirs(run_dir, exist_ok=True)
         _write_json(os.path.join(run_dir, CONFIG_FILE), {**cfg, "data_file": os.path.abspath(data),
                                                          "world_size": group.size})
-        callbacks += [
+        history_csv = os.path.join(run_dir, "history.csv")
+        if first_epoch > 0:
+            _truncate_history(history_csv, first_epoch)
+        # The history row goes first: a kill between it and the checkpoint re-runs that epoch,
+        # and the truncation above then drops the row instead of leaving a gap.
+        all_callbacks += [
+            keras.callbacks.CSVLogger(history_csv, append=first_epoch > 0),
             _Checkpoint(run_dir, int(train_cfg.get("keep_checkpoints", 2))),
-            keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=first_epoch > 0),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
         ]
+    all_callbacks += list(callbacks or [])
     start = time.perf_counter()
     history = {}
     if first_epoch < epochs:
@@ -273,19 +336,19 @@ def train(
             validation_steps=datasets.validation_steps,
             epochs=epochs,
             initial_epoch=first_epoch,
-            callbacks=callbacks,
+            callbacks=all_callbacks,
             verbose=verbose if group.is_root else 0,
         )
         history = fit.history
     seconds = time.perf_counter() - start
     if group.is_root:
-        net.save_weights(os.path.join(run_dir, WEIGHTS_FILE))
+        _save_weights_atomic(net, os.path.join(run_dir, WEIGHTS_FILE))
     group.barrier()
     epochs_run = epochs - min(first_epoch, epochs)
     # Steady-state rate: the first epoch of a run includes graph tracing.
     timed = throughput.epoch_seconds[1:] or throughput.epoch_seconds
     rate = throughput.examples_per_epoch * len(timed) / sum(timed) if timed else 0.0
-    return TrainResult(run_dir, epochs_run, epochs, history, seconds, rate, first_epoch)
+    return TrainResult(run_dir, epochs_run, epochs, history, seconds, rate, first_epoch, net)
 
 
 def load_run(run_dir: str) -> tuple[keras.Model, dict[str, Any]]:

@@ -212,11 +212,19 @@ def stream(
     drop_remainder: bool = False,
     block_rows: int = 512,
     first_epoch: int = 0,
+    steps_per_epoch: int | None = None,
 ):
     """A ``tf.data.Dataset`` of batches built by ``to_example`` from blocks of ``rows``.
 
     ``to_example`` maps a block (dict of numpy arrays, rows first) to a tuple of numpy arrays,
     e.g. ``(images, labels, weights)``; it is where a reader converts layouts and normalises.
+
+    With ``repeat`` the dataset is endless and made of whole passes over ``rows``, one per
+    epoch from ``first_epoch`` on: pass ``e`` is shuffled from ``(seed, e)`` alone, its batches
+    never mix rows of the next pass, and with ``steps_per_epoch`` it yields exactly that many
+    batches. So epoch ``e`` sees the same examples in the same order whether the run went
+    straight through or was killed and resumed at ``e``, and an epoch covers the rows once
+    (less the remainder that does not fill a batch).
     """
     import tensorflow as tf
 
@@ -228,14 +236,28 @@ def stream(
         tf.TensorSpec(shape=(None,) + a.shape[1:], dtype=tf.as_dtype(a.dtype)) for a in first
     )
 
-    def generate():
+    def generate(epoch):
         for block in iterate_blocks(
             source, start, stop, block_rows=block_rows, shuffle=shuffle, seed=seed,
-            repeat=repeat, first_epoch=first_epoch,
+            repeat=False, first_epoch=int(epoch),
         ):
             yield to_example(block)
 
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
-    if shuffle:
-        ds = ds.shuffle(min(4 * block_rows, stop - start), seed=seed)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    def one_pass(epoch):
+        ds = tf.data.Dataset.from_generator(
+            generate, args=(epoch,), output_signature=signature
+        ).unbatch()
+        if shuffle:
+            # Mixes rows across neighbouring blocks. A fixed seed suffices: what enters the
+            # buffer is already permuted differently each epoch (by iterate_blocks).
+            ds = ds.shuffle(min(4 * block_rows, stop - start), seed=seed)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        if steps_per_epoch is not None:
+            ds = ds.take(steps_per_epoch)
+        return ds
+
+    if repeat:
+        ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(one_pass)
+    else:
+        ds = one_pass(tf.constant(first_epoch, tf.int64))
+    return ds.prefetch(tf.data.AUTOTUNE)

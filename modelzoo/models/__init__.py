@@ -1,4 +1,3 @@
 """Model builders, one module per case study; importing this registers them all."""
 
-from modelzoo.models import lhc  # noqa: F401
-
+from modelzoo.models import galaxy, lhc  # noqa: F401

@@ -48,7 +48,7 @@ class LHCClassification:
     ) -> Datasets:
         images = self.open(path, data_cfg)
         train_rows, val_rows = split_rows(images.num_events, data_cfg.get("val_fraction", 0.2))
-        weighting = data_cfg.get("train_weights", "balanced")
+        weighting = data_cfg.get("train_weights", "none")
         if weighting not in TRAIN_WEIGHTINGS:
             raise ValueError(
                 f"data.train_weights must be one of {TRAIN_WEIGHTINGS}, got {weighting!r}"
@@ -80,10 +80,12 @@ class LHCClassification:
                 f"{path}: {num_train} training events cannot fill one batch of {batch_size} on "
                 f"each of {group.size} ranks; lower the batch size or use more data"
             )
+        # data.shuffle: false reads every shard in file order (reproducible comparisons, e.g.
+        # N ranks at batch B against one process at batch N*B on the same rows).
         train = stream(
             images.source, to_example, rows=shard(train_rows), batch_size=batch_size,
-            shuffle=True, seed=seed + group.rank, repeat=True, drop_remainder=True,
-            first_epoch=first_epoch,
+            shuffle=bool(data_cfg.get("shuffle", True)), seed=seed + group.rank, repeat=True,
+            drop_remainder=True, first_epoch=first_epoch, steps_per_epoch=steps,
         )
         validation, validation_steps = None, None
         val_shard = shard(val_rows)
@@ -111,7 +113,8 @@ class LHCClassification:
         keys = ["label", "weight"] + (["passes_selection"] if images.has_selection else [])
         if hi > lo:
             ds = images.dataset(rows_here, batch_size).map(lambda x, y, w: x)
-            scores = model.predict(ds, verbose=0)[:, 1]
+            steps = -(-(hi - lo) // batch_size)  # known length: no "ran out of data" warning
+            scores = model.predict(ds, steps=steps, verbose=0)[:, 1]
             arrays = images.arrays(rows_here)
         else:  # more ranks than events: this rank still joins the collectives
             scores, arrays = np.zeros(0, np.float32), {k: np.zeros(0) for k in keys}
@@ -163,12 +166,16 @@ def plot_roc(
     fpr, tpr, _ = metrics.weighted_roc(labels, scores, weights)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(fpr, tpr, label=f"CNN (weighted AUC {result['auc_weighted']:.3f})")
-    if "selection_fpr" in result:
-        ax.plot(result["selection_fpr"], result["selection_tpr"], "r*", ms=12,
-                label="physics selection")
-    ax.set_xscale("log")
     lowest = fpr[fpr > 0].min() if (fpr > 0).any() else 1e-4
-    ax.set_xlim(min(lowest, 1e-4) / 2, 1)
+    left = min(lowest, 1e-4) / 2
+    if "selection_fpr" in result:
+        # A selection that keeps no background (FPR 0) is drawn at the axis edge.
+        at_edge = result["selection_fpr"] < left
+        ax.plot(max(result["selection_fpr"], left), result["selection_tpr"],
+                "r<" if at_edge else "r*", ms=12,
+                label="physics selection" + (" (FPR 0)" if at_edge else ""))
+    ax.set_xscale("log")
+    ax.set_xlim(left, 1)
     ax.set_xlabel("false-positive rate (weighted)")
     ax.set_ylabel("true-positive rate (weighted)")
     ax.legend(loc="lower right")

@@ -1,0 +1,257 @@
+"""Data-parallel scaling of lhc_cnn training: 1 worker x 1 thread against 2 workers x 1 thread.
+
+    python benchmarks/bench_horovod.py            # about 3 minutes on a 2-core machine
+
+Each configuration trains the 64x64x3 ``lhc_cnn`` through ``modelzoo.training.train`` (the
+path ``modelzoo train`` uses) on synthetic numpy-made events in the benchmark HDF5 layout,
+with the same per-worker batch and steps per epoch (weak scaling, as in data-parallel
+practice). Every worker runs TensorFlow with one intra-op and one inter-op thread and is pinned
+to its own core, so its input pipeline shares that core too: "1 worker x 1 thread" is one core's
+worth of training, and ideal scaling doubles it.
+
+Reported per configuration:
+  images/s     steady-state training throughput of the whole job, from the time between the
+               first and last batch of every epoch after the first (graph tracing and the
+               rank-0 checkpoint at epoch ends excluded);
+  epoch img/s  the same including epoch ends (checkpoint writes, metric averaging);
+  efficiency   rate(2 workers) / (2 x rate(1 worker));
+  allreduce    time of one grouped allreduce of a gradient-sized tensor list (lhc_cnn's
+               trainable variables, float32, and with fp16 compression), timed alone on the
+               2 workers, per training step.
+
+Options: --batch-size (per worker, default 32), --steps (per epoch, default 16), --epochs
+(default 3), --repeats (run each configuration N times, keep the best; default 1),
+--also-two-threads (add 1 worker x 2 threads: the whole machine without Horovod),
+--no-pin (leave core placement to the OS), --wait-idle S (before each run, wait up to S
+seconds, default 300, for the machine to be 90% idle). On a shared machine other jobs skew the
+numbers: "core share" is the CPU time a worker got per second of wall time while timed (about
+1.0 for an undisturbed one-thread worker; rank 0's for two workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write_events(path: Path, num_events: int, size: int = 64, seed: int = 0) -> None:
+    """Synthetic LHC-like events (benchmark layout: data (N, 3, H, W), label, weight)."""
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    label = (rng.random(num_events) < 0.5).astype(np.int32)
+    data = rng.gamma(0.5, 2.0, (num_events, 3, size, size)).astype(np.float32)
+    data[label == 1, :, size // 4 : size // 2, size // 4 : size // 2] *= 3.0
+    with h5py.File(path, "w") as fh:
+        fh["data"] = data
+        fh["label"] = label
+        fh["weight"] = np.ones(num_events, np.float32)
+
+
+# --- one worker (run alone or as one horovodrun rank) -------------------------------------
+
+def _worker(args: argparse.Namespace) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from modelzoo import distributed, training
+
+    group = distributed.init()
+    if args.pin:
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[group.local_rank % len(cores)]})
+
+    class BatchClock(keras.callbacks.Callback):
+        """Wall and CPU seconds from the first to the last batch end of each epoch after the
+        first. CPU over wall is the share of a core this process got: well below 1 (for one
+        thread) means other jobs on the machine took the rest."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.spans: list[tuple[int, float, float]] = []
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.first = self.last = None
+            self.count = 0
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            now = (time.perf_counter(), time.process_time())
+            if self.first is None:
+                self.first = now
+            self.last, self.count = now, self.count + 1
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch > 0 and self.count > 1:
+                self.spans.append((self.count - 1, self.last[0] - self.first[0],
+                                   self.last[1] - self.first[1]))
+
+    clock = BatchClock()
+    overrides = {
+        "train.batch_size": args.batch_size, "train.epochs": args.epochs,
+        "data.val_fraction": 0.0, "lr_schedule.warmup_epochs": 0,
+    }
+    result = training.train(
+        "lhc_cnn", args.data, run_dir=args.run_dir, overrides=overrides, resume=False,
+        verbose=0, callbacks=[clock],
+    )
+    steps = sum(n for n, _, _ in clock.spans)
+    seconds = sum(s for _, s, _ in clock.spans)
+    cpu_seconds = sum(c for _, _, c in clock.spans)
+    report = {
+        "workers": group.size,
+        "threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "images_per_s": steps * args.batch_size * group.size / seconds,
+        "epoch_images_per_s": result.examples_per_second,
+        "step_ms": 1e3 * seconds / steps,
+        "cpu_share": cpu_seconds / seconds,
+    }
+
+    if group.hvd is not None:
+        hvd = group.hvd
+        grads = [tf.zeros(v.shape, v.dtype) for v in result.model.trainable_variables]
+        report["gradient_mb"] = sum(int(np.prod(v.shape)) * 4 for v in grads) / 2**20
+        for label, compression in (("allreduce_ms", hvd.Compression.none),
+                                   ("allreduce_fp16_ms", hvd.Compression.fp16)):
+            reduce = tf.function(lambda ts, c=compression: hvd.grouped_allreduce(
+                ts, op=hvd.Average, compression=c))
+            for _ in range(3):  # trace and warm up
+                reduce(grads)
+            group.barrier()
+            times = []
+            for _ in range(args.allreduce_reps):
+                start = time.perf_counter()
+                reduce(grads)[0].numpy()
+                times.append(time.perf_counter() - start)
+            report[label] = 1e3 * float(np.median(times))
+    if group.is_root:
+        Path(args.report).write_text(json.dumps(report))
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+def _cpu_idle(seconds: float = 5.0) -> float:
+    """Fraction of the machine's CPU time spent idle over ``seconds`` (Linux /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:9]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def _wait_for_idle(limit_s: float) -> None:
+    """Wait (up to ``limit_s``) until other jobs leave the machine at least 90% idle."""
+    if limit_s <= 0 or not os.path.exists("/proc/stat"):
+        return
+    deadline = time.monotonic() + limit_s
+    while (idle := _cpu_idle()) < 0.9 and time.monotonic() < deadline:
+        print(f"  machine {100 * (1 - idle):.0f}% busy with other work; waiting", flush=True)
+    if idle < 0.9:
+        print("  still busy; measuring anyway (see the core-share column)", flush=True)
+
+
+def _run_config(workers: int, threads: int, args: argparse.Namespace, work: Path) -> dict:
+    data = work / f"events_{workers}.h5"
+    if not data.exists():
+        _write_events(data, workers * args.steps * args.batch_size)
+    report = work / f"report_{workers}x{threads}.json"
+    worker_cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--worker", "--data", str(data),
+        "--run-dir", str(work / f"run_{workers}x{threads}"), "--report", str(report),
+        "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
+        "--allreduce-reps", str(args.allreduce_reps), *([] if args.pin else ["--no-pin"]),
+    ]
+    if workers > 1:
+        horovodrun = shutil.which("horovodrun", path=f"{Path(sys.executable).parent}"
+                                  f"{os.pathsep}{os.environ.get('PATH', '')}")
+        if horovodrun is None:
+            raise SystemExit("horovodrun not found: install Horovod (make venv)")
+        worker_cmd = [horovodrun, "--gloo", "-np", str(workers), "-H",
+                      f"localhost:{workers}", *worker_cmd]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_NUM_INTRAOP_THREADS": str(threads),
+           "TF_NUM_INTEROP_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+           "PYTHONWARNINGS": "ignore"}
+    for var in ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
+        env.pop(var, None)
+    proc = subprocess.run(worker_cmd, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"{workers} x {threads} failed:\n{proc.stdout[-3000:]}\n"
+                         f"{proc.stderr[-3000:]}")
+    return json.loads(report.read_text())
+
+
+def _best(workers: int, threads: int, args: argparse.Namespace, work: Path) -> dict:
+    runs = []
+    for _ in range(args.repeats):
+        _wait_for_idle(args.wait_idle)
+        runs.append(_run_config(workers, threads, args, work))
+    return max(runs, key=lambda r: r["images_per_s"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch-size", type=int, default=32, help="per worker")
+    p.add_argument("--steps", type=int, default=16, help="per epoch and worker")
+    p.add_argument("--epochs", type=int, default=3, help="the first one is not timed")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--allreduce-reps", type=int, default=20)
+    p.add_argument("--also-two-threads", action="store_true")
+    p.add_argument("--no-pin", dest="pin", action="store_false")
+    p.add_argument("--wait-idle", type=float, default=300, metavar="S",
+                   help="before each run wait up to S seconds for an idle machine (0: never)")
+    # worker mode (internal)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--run-dir", help=argparse.SUPPRESS)
+    p.add_argument("--report", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        _worker(args)
+        return 0
+    if args.epochs < 2:
+        raise SystemExit("--epochs must be at least 2 (the first epoch is not timed)")
+
+    print(f"lhc_cnn 64x64x3, batch {args.batch_size} per worker, {args.steps} steps per epoch "
+          f"and worker, {args.epochs} epochs; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f} at start", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_horovod_") as tmp:
+        work = Path(tmp)
+        one = _best(1, 1, args, work)
+        two = _best(2, 1, args, work)
+        rows = [("1 worker x 1 thread", one), ("2 workers x 1 thread", two)]
+        if args.also_two_threads:
+            rows.append(("1 worker x 2 threads", _best(1, 2, args, work)))
+    efficiency = two["images_per_s"] / (2 * one["images_per_s"])
+
+    print(f"\n{'configuration':<22} {'images/s':>9} {'epoch img/s':>12} {'step ms':>8} "
+          f"{'core share':>11}")
+    for name, r in rows:
+        print(f"{name:<22} {r['images_per_s']:>9.1f} {r['epoch_images_per_s']:>12.1f} "
+              f"{r['step_ms']:>8.1f} {r['cpu_share']:>11.2f}")
+    print(f"\nscaling efficiency (2 workers vs 2 x 1 worker): {100 * efficiency:.1f}%")
+    share = two["allreduce_ms"] / two["step_ms"]
+    print(f"allreduce of the {two['gradient_mb']:.1f} MiB gradient: "
+          f"{two['allreduce_ms']:.1f} ms per step ({100 * share:.1f}% of a 2-worker step); "
+          f"with fp16 compression {two['allreduce_fp16_ms']:.1f} ms")
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
