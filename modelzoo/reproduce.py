@@ -114,8 +114,11 @@ def compare(measured: dict[str, float], expected: dict[str, float], tolerance: d
     return problems
 
 
-def verify(key: str, data_dir: str | None = None, tolerance: float = 1e-4) -> dict[str, Any]:
-    """Shipped weights on the regenerated evaluation set must give the manifest metrics."""
+def verify(key: str, data_dir: str | None = None, tolerance: float = 5e-3) -> dict[str, Any]:
+    """Shipped weights on the regenerated evaluation set must give the manifest metrics.
+
+    The tolerance absorbs float round-off between CPUs (a score crossing a threshold moves a
+    rate by one event); the sha256 check has already ruled out changed weights."""
     entry = pretrained.load_manifest()[key]
     model = pretrained.build_pretrained(entry["model"], entry["tag"], {})
     with tempfile.TemporaryDirectory() as tmp:
