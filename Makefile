@@ -16,7 +16,7 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/ruff check modelzoo tests benchmarks scripts setup.py
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --nbmake tests notebooks
 
 lint: venv
 	$(VENV)/bin/ruff check modelzoo tests benchmarks scripts setup.py

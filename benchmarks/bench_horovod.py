@@ -111,7 +111,7 @@ def _worker(args: argparse.Namespace) -> None:
     cpu_seconds = sum(c for _, _, c in clock.spans)
     report = {
         "workers": group.size,
-        "threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "threads": int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0")),
         "images_per_s": steps * args.batch_size * group.size / seconds,
         "epoch_images_per_s": result.examples_per_second,
         "step_ms": 1e3 * seconds / steps,

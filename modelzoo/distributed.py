@@ -249,8 +249,9 @@ _RANK_SEED_STRIDE = 1_000_003
 
 
 def sync_initial_state(model: keras.Model, group: ProcessGroup) -> None:
-    """Give every rank rank 0's weights and optimizer state, then separate the ranks' dropout
-    and other in-model random streams.
+    """Ready a compiled model for data-parallel ``fit``: no XLA for the train step, rank 0's
+    weights and optimizer state on every rank, then separate dropout and other in-model random
+    streams per rank. Call it after ``compile`` and before ``fit``.
 
     The optimizer is built first if needed (its slots must exist to be broadcast). After the
     broadcast every layer's seed generator is identical on all ranks, so rank 0's example i and
@@ -259,6 +260,12 @@ def sync_initial_state(model: keras.Model, group: ProcessGroup) -> None:
     """
     if group.hvd is None:
         return
+    # Horovod's collectives have no XLA kernels (its XLA ops are GPU-only, opt-in, and not in
+    # the zoo's build), so an XLA-compiled train step fails with "No registered
+    # 'HorovodGroupedAllreduce' OpKernel for XLA_..._JIT". Keras compiles the step with XLA by
+    # default (jit_compile="auto") wherever a GPU is visible: turn it off for the job.
+    if getattr(model, "jit_compile", False):
+        model.jit_compile = False
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     variables = list(model.variables)

@@ -26,6 +26,7 @@ from modelzoo.tasks import get_task
 # Synthetic data generators by kind: "module:function", called as fn(path, **args).
 GENERATORS = {
     "lhc": "modelzoo.data.lhc_pythia:generate_lhc_events",
+    "galaxy": "modelzoo.data.galaxy_galsim:generate_galaxies",
 }
 
 

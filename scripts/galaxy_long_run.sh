@@ -5,7 +5,15 @@
 #   bash scripts/galaxy_long_run.sh [OUT_DIR] [N_STAMPS] [EPOCHS] [PROCESSES]
 #
 # Defaults: runs/galaxy_long, 12000 stamps (10% held out), 16 epochs, 2 generator processes:
-# about 35 minutes on 2 CPU cores. Results: OUT_DIR/eval/metrics.json and the figures.
+# about 40 minutes on 2 shared CPU cores. Results: OUT_DIR/eval/metrics.json and the figures.
+#
+# Measured (2 shared CPU cores, default population): stamps 5.5 min, training 27 min (104
+# stamps/s), comparison on the 1200 held-out stamps 3.2 min. The VAE beats the bivariate-normal
+# model on 61.1% of them (irregular 93.5%, spiral 73.2%, elliptical 36.7%, lenticular 37.3%),
+# short of the seed's 97.2%. The losses sit at about -100 nats, on faint smooth galaxies: there
+# the maximum-likelihood fit is within noise of the truth and pays no Occam cost, while the VAE's
+# log p(x) pays the information in z (KL ~ 67 nats at latent_dim 32). The fraction rises with
+# brightness: 82% on the brighter half, 92% on the brightest 10% (by observed flux).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/galaxy_long}

@@ -248,10 +248,14 @@ def test_generator_is_deterministic_and_readable(tmp_path):
     a = generate_galaxies(tmp_path / "a.h5", 6, seed=5, config=cfg, chunk_size=4)
     generate_galaxies(tmp_path / "b.h5", 6, seed=5, config=cfg, chunk_size=6)
     generate_galaxies(tmp_path / "c.h5", 6, seed=6, config=cfg)
+    generate_galaxies(tmp_path / "d.h5", 6, seed=5, config=cfg, chunk_size=2, processes=2)
     assert a.n_stamps == 6 and a.stamps_per_second > 0
     with h5py.File(a.path) as fa, h5py.File(tmp_path / "b.h5") as fb, \
             h5py.File(tmp_path / "c.h5") as fc:
         np.testing.assert_array_equal(fa["images"][:], fb["images"][:])
+        with h5py.File(tmp_path / "d.h5") as fd:  # whatever the number of processes
+            np.testing.assert_array_equal(fa["images"][:], fd["images"][:])
+            np.testing.assert_array_equal(fa["truth/flux"][:], fd["truth/flux"][:])
         assert not np.array_equal(fa["images"][:], fc["images"][:])
         assert fa["images"].shape == (6, 69, 69, 2) and fa["psf"].shape[-1] == 2
         assert set(fa["truth"]) >= {"morphology", "flux", "disk_hlr", "psf_fwhm"}

@@ -118,3 +118,9 @@ def test_shipped_model_reproduces_manifest_metrics(key, tmp_path):
     outcome = reproduce.verify(key, data_dir=str(tmp_path))
     assert outcome["problems"] == [], outcome
 
+
+
+def test_every_builtin_model_ships_default_weights():
+    manifest = pretrained.load_manifest()
+    defaults = {e["model"] for e in manifest.values() if e.get("default")}
+    assert set(modelzoo.list_models()) <= defaults

@@ -355,20 +355,23 @@ def generate_galaxies(
     start = time.perf_counter()
     counts = dict.fromkeys(MORPHOLOGIES, 0)
     tmp = f"{path}.tmp"
+    pool = None
+    if processes > 1:
+        import multiprocessing
+
+        # fork where available: workers inherit the imported modules (spawn would re-import
+        # modelzoo, and with it TensorFlow, in every worker). The pool is forked before the
+        # output file is opened, and workers only run GalSim and numpy.
+        method = "fork" if (sys.platform.startswith("linux")
+                            and "fork" in multiprocessing.get_all_start_methods()) else "spawn"
+        pool = multiprocessing.get_context(method).Pool(min(processes, len(jobs)))
     with h5py.File(tmp, "w") as fh:
         chunk_rows = (min(chunk_size, n_stamps),) + img_shape[1:]
         d_img = fh.create_dataset("images", img_shape, np.float32, chunks=chunk_rows)
         d_var = fh.create_dataset("noise_variance", img_shape, np.float32, chunks=chunk_rows)
         d_psf = fh.create_dataset("psf", psf_shape, np.float32)
         truth = {k: np.zeros(n_stamps, np.float64) for k in TRUTH_FIELDS}
-        if processes > 1:
-            import multiprocessing
-
-            # spawn: GalSim and h5py state must not be forked mid-write.
-            pool = multiprocessing.get_context("spawn").Pool(processes)
-            results = pool.imap(_draw_chunk, jobs)
-        else:
-            pool, results = None, map(_draw_chunk, jobs)
+        results = pool.imap(_draw_chunk, jobs) if pool is not None else map(_draw_chunk, jobs)
         done, next_report = 0, 0.1
         try:
             for job, stamps in zip(jobs, results):

@@ -5,7 +5,8 @@ tiny CNN (no batch normalisation, no dropout: those would make N ranks at batch 
 one process at batch N*B), trains it through ``modelzoo.training.train`` on an LHC
 benchmark-layout HDF5 file, and writes ``rank<r>.json`` into ``--out`` with what the test
 checks: the largest weight difference between ranks (from an allgather), the rows each rank
-read, the run's epochs and history. Hooks simulate failures: ``--kill-at`` SIGKILLs rank 0 in
+read, the run's epochs and history. ``--force-jit`` compiles the model with XLA, as Keras
+does by default wherever a GPU is visible. Hooks simulate failures: ``--kill-at`` SIGKILLs rank 0 in
 the middle of an epoch, ``--kill-in-checkpoint`` SIGKILLs it halfway through writing a
 checkpoint, ``--fail-rank`` raises an exception on one rank.
 """
@@ -104,7 +105,16 @@ def main() -> None:
     p.add_argument("--kill-in-checkpoint", type=int, metavar="N")
     p.add_argument("--fail-rank", type=int)
     p.add_argument("--fail-at-batch", type=int, default=1)
+    p.add_argument("--force-jit", action="store_true",
+                   help="compile with jit_compile=True, Keras's choice wherever a GPU is seen")
     args = p.parse_args()
+    if args.force_jit:
+        real_compile = keras.Model.compile
+
+        def compile_with_xla(self, *a, **kw):
+            return real_compile(self, *a, **{**kw, "jit_compile": True})
+
+        keras.Model.compile = compile_with_xla
 
     group = distributed.init()
     os.makedirs(args.out, exist_ok=True)
@@ -146,6 +156,7 @@ def main() -> None:
         "history": {k: [float(v) for v in vs] for k, vs in result.history.items()},
         "reads": sorted(set(reads)),
         "horovod_imported": "horovod" in sys.modules,
+        "jit_compile": bool(result.model.jit_compile),
     }
     with open(os.path.join(args.out, f"rank{group.rank}.json"), "w") as fh:
         json.dump(report, fh)
