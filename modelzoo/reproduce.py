@@ -101,12 +101,16 @@ def export(
     return entry
 
 
+# Metrics that describe the run, not the model: never compared.
+UNTIMED = frozenset({"seconds"})
+
+
 def compare(measured: dict[str, float], expected: dict[str, float], tolerance: dict[str, float],
             default_tolerance: float) -> list[str]:
     """Human-readable differences beyond tolerance (empty when everything agrees)."""
     problems = []
     for metric, want in expected.items():
-        if not isinstance(want, (int, float)) or metric not in measured:
+        if not isinstance(want, (int, float)) or metric not in measured or metric in UNTIMED:
             continue
         tol = tolerance.get(metric, default_tolerance)
         if abs(measured[metric] - want) > tol * max(1.0, abs(want)):

@@ -336,6 +336,7 @@ def train(
             validation_steps=datasets.validation_steps,
             epochs=epochs,
             initial_epoch=first_epoch,
+            shuffle=False,  # the readers shuffle (reproducibly, per epoch); Keras cannot
             callbacks=all_callbacks,
             verbose=verbose if group.is_root else 0,
         )
