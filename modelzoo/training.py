@@ -299,7 +299,8 @@ def train(
     net = build(model, **cfg["model"]["config"])
     optimizer = make_optimizer(cfg, batch_size * group.size, datasets.steps_per_epoch)
     optimizer = distributed.distributed_optimizer(
-        optimizer, group, fp16_compression=bool(train_cfg.get("fp16_allreduce", False))
+        optimizer, group, fp16_compression=bool(train_cfg.get("fp16_allreduce", False)),
+        bucket_mb=float(train_cfg.get("allreduce_bucket_mb", 4.0)),
     )
     task.compile(net, optimizer, cfg)
     if first_epoch > 0 and group.is_root:
