@@ -6,8 +6,8 @@ Each configuration trains the 64x64x3 ``lhc_cnn`` through ``modelzoo.training.tr
 path ``modelzoo train`` uses) on synthetic numpy-made events in the benchmark HDF5 layout,
 with the same per-worker batch and steps per epoch (weak scaling, as in data-parallel
 practice). Every worker runs TensorFlow with one intra-op and one inter-op thread and is pinned
-to its own core, so its input pipeline shares that core too: "1 worker x 1 thread" is one core's
-worth of training, and ideal scaling doubles it.
+to its own core (a two-thread worker to two), so its input pipeline shares that core too:
+"1 worker x 1 thread" is one core's worth of training, and ideal scaling doubles it.
 
 Reported per configuration:
   images/s     steady-state training throughput of the whole job: images per step over the
@@ -72,9 +72,11 @@ def _worker(args: argparse.Namespace) -> None:
     from modelzoo import distributed, training
 
     group = distributed.init()
-    if args.pin:
+    if args.pin:  # worker r gets cores [r * threads, (r + 1) * threads)
         cores = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cores[group.local_rank % len(cores)]})
+        threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "1"))
+        first = group.local_rank * threads
+        os.sched_setaffinity(0, {cores[(first + k) % len(cores)] for k in range(threads)})
 
     class BatchClock(keras.callbacks.Callback):
         """Wall and CPU time between consecutive batch ends, in every epoch after the first.

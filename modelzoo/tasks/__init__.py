@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import keras
 
+from modelzoo.data.hdf5 import shard_range
 from modelzoo.distributed import ProcessGroup
 
 
@@ -72,3 +73,22 @@ def split_rows(num_rows: int, val_fraction: float) -> tuple[tuple[int, int], tup
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     num_val = int(round(num_rows * val_fraction))
     return (0, num_rows - num_val), (num_rows - num_val, num_rows)
+
+
+def shard_rows(rows: tuple[int, int], group: ProcessGroup) -> tuple[int, int]:
+    """This rank's contiguous part of the row range ``rows``."""
+    lo, hi = shard_range(rows[1] - rows[0], group.rank, group.size)
+    return rows[0] + lo, rows[0] + hi
+
+
+def steps_per_epoch(num_train: int, batch_size: int, group: ProcessGroup, path: str,
+                    noun: str) -> int:
+    """Steps every rank takes per epoch: the same on all ranks, or the gradient allreduce of
+    the ranks with more data would wait forever for the others."""
+    steps = (num_train // group.size) // batch_size
+    if steps < 1:
+        raise ValueError(
+            f"{path}: {num_train} training {noun} cannot fill one batch of {batch_size} on "
+            f"each of {group.size} ranks; lower the batch size or use more data"
+        )
+    return steps

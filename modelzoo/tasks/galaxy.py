@@ -29,15 +29,16 @@ import numpy as np
 
 from modelzoo import galaxy_baseline
 from modelzoo.data.galaxy import GalaxyStamps, open_galaxies
-from modelzoo.data.hdf5 import shard_range, stream
+from modelzoo.data.hdf5 import stream
 from modelzoo.distributed import ProcessGroup
 from modelzoo.models import galaxy as vae
-from modelzoo.tasks import Datasets, register_task, split_rows
-
-
-def _shard(rows: tuple[int, int], group: ProcessGroup) -> tuple[int, int]:
-    lo, hi = shard_range(rows[1] - rows[0], group.rank, group.size)
-    return rows[0] + lo, rows[0] + hi
+from modelzoo.tasks import (
+    Datasets,
+    register_task,
+    shard_rows,
+    split_rows,
+    steps_per_epoch,
+)
 
 
 class GalaxyDensity:
@@ -56,21 +57,15 @@ class GalaxyDensity:
         data_cfg["scale"] = stamps.scale
         train_rows, val_rows = split_rows(stamps.num_stamps, data_cfg.get("val_fraction", 0.1))
         num_train = train_rows[1] - train_rows[0]
-        # Every rank takes the same number of steps, or the gradient allreduce would hang.
-        steps = (num_train // group.size) // batch_size
-        if steps < 1:
-            raise ValueError(
-                f"{path}: {num_train} training stamps cannot fill one batch of {batch_size} on "
-                f"each of {group.size} ranks; lower the batch size or use more data"
-            )
+        steps = steps_per_epoch(num_train, batch_size, group, path, "stamps")
         train = stream(
-            stamps.source, stamps.to_example, rows=_shard(train_rows, group),
+            stamps.source, stamps.to_example, rows=shard_rows(train_rows, group),
             batch_size=batch_size, shuffle=bool(data_cfg.get("shuffle", True)),
             seed=seed + group.rank, repeat=True, drop_remainder=True, first_epoch=first_epoch,
             steps_per_epoch=steps,
         )
         validation, validation_steps = None, None
-        val_shard = _shard(val_rows, group)
+        val_shard = shard_rows(val_rows, group)
         if val_shard[1] > val_shard[0]:
             validation = stream(stamps.source, stamps.to_example, rows=val_shard,
                                 batch_size=batch_size)
@@ -95,7 +90,7 @@ class GalaxyDensity:
         num_samples = int(data_cfg.get("eval_samples", 128))
         noise = data_cfg.get("baseline_noise", "auto")
         start = time.perf_counter()
-        here = _shard(rows, group)
+        here = shard_rows(rows, group)
         result = compare(model, stamps, here, num_samples=num_samples, noise=noise,
                          psf_components=int(data_cfg.get("baseline_psf_components", 2)))
         gathered = {k: group.allgather(v, name=f"galaxy_{k}") for k, v in result.items()

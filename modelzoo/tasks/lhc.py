@@ -14,10 +14,16 @@ import keras
 import numpy as np
 
 from modelzoo import metrics
-from modelzoo.data.hdf5 import shard_range
+from modelzoo.data.hdf5 import shard_range, stream
 from modelzoo.data.lhc import LHCImages, open_lhc
 from modelzoo.distributed import ProcessGroup
-from modelzoo.tasks import Datasets, register_task, split_rows
+from modelzoo.tasks import (
+    Datasets,
+    register_task,
+    shard_rows,
+    split_rows,
+    steps_per_epoch,
+)
 
 TRAIN_WEIGHTINGS = ("balanced", "physics", "none")
 
@@ -65,30 +71,17 @@ class LHCClassification:
                 w = np.ones_like(w)
             return x, y, w
 
-        def shard(rows):
-            start, stop = rows
-            lo, hi = shard_range(stop - start, group.rank, group.size)
-            return start + lo, start + hi
-
-        from modelzoo.data.hdf5 import stream
-
         num_train = train_rows[1] - train_rows[0]
-        # Every rank must take the same number of steps or the allreduce would wait forever.
-        steps = (num_train // group.size) // batch_size
-        if steps < 1:
-            raise ValueError(
-                f"{path}: {num_train} training events cannot fill one batch of {batch_size} on "
-                f"each of {group.size} ranks; lower the batch size or use more data"
-            )
+        steps = steps_per_epoch(num_train, batch_size, group, path, "events")
         # data.shuffle: false reads every shard in file order (reproducible comparisons, e.g.
         # N ranks at batch B against one process at batch N*B on the same rows).
         train = stream(
-            images.source, to_example, rows=shard(train_rows), batch_size=batch_size,
+            images.source, to_example, rows=shard_rows(train_rows, group), batch_size=batch_size,
             shuffle=bool(data_cfg.get("shuffle", True)), seed=seed + group.rank, repeat=True,
             drop_remainder=True, first_epoch=first_epoch, steps_per_epoch=steps,
         )
         validation, validation_steps = None, None
-        val_shard = shard(val_rows)
+        val_shard = shard_rows(val_rows, group)
         if val_shard[1] > val_shard[0]:
             validation = stream(images.source, to_example, rows=val_shard, batch_size=batch_size)
             validation_steps = -(-(val_shard[1] - val_shard[0]) // batch_size)
