@@ -237,7 +237,8 @@ def gradient_buckets(grads: list, bucket_bytes: float) -> list[list[int]]:
         current.append(i)
         values = getattr(grad, "values", grad)  # IndexedSlices carry their rows in .values
         dims = [d if d is not None else 0 for d in values.shape]
-        size += int(np.prod(dims)) * values.dtype.size
+        itemsize = getattr(values.dtype, "itemsize", None) or values.dtype.size  # numpy or tf
+        size += int(np.prod(dims)) * itemsize
         if bucket_bytes > 0 and size >= bucket_bytes:
             groups.append(current)
             current, size = [], 0

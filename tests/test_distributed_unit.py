@@ -80,6 +80,20 @@ def test_make_optimizer_uses_the_global_batch_and_epochs_of_warmup():
     assert schedule["peak"] == pytest.approx(0.4) and schedule["warmup_steps"] == 10
 
 
+# --- gradient buckets --------------------------------------------------------------------
+
+def test_gradient_buckets_run_last_layer_first_and_skip_missing_gradients():
+    mib = 2**20
+    grads = [np.zeros(mib // 4, np.float32),         # 1 MiB, first layer
+             None,                                   # a variable without a gradient
+             np.zeros(mib // 4, np.float32),         # 1 MiB
+             np.zeros(4 * mib // 4, np.float32),     # 4 MiB, e.g. a big dense kernel
+             np.zeros(2, np.float32)]                # last layer's bias
+    assert distributed.gradient_buckets(grads, 4 * mib) == [[4, 3], [2, 0]]
+    assert distributed.gradient_buckets(grads, 0) == [[4, 3, 2, 0]]
+    assert distributed.gradient_buckets([None, None], 4 * mib) == []
+
+
 # --- sharding and epoch streams -----------------------------------------------------------
 
 @pytest.mark.parametrize("num_rows", [1, 7, 64, 97, 1000])
