@@ -75,6 +75,14 @@ def split_rows(num_rows: int, val_fraction: float) -> tuple[tuple[int, int], tup
     return (0, num_rows - num_val), (num_rows - num_val, num_rows)
 
 
+def select_rows(num_rows: int, val_fraction: float, split: str) -> tuple[int, int]:
+    """Rows of ``split``: ``"all"``, or the ``"train"``/``"val"`` part of :func:`split_rows`."""
+    if split == "all":
+        return 0, num_rows
+    train_rows, val_rows = split_rows(num_rows, val_fraction)
+    return {"train": train_rows, "val": val_rows}[split]
+
+
 def shard_rows(rows: tuple[int, int], group: ProcessGroup) -> tuple[int, int]:
     """This rank's contiguous part of the row range ``rows``."""
     lo, hi = shard_range(rows[1] - rows[0], group.rank, group.size)

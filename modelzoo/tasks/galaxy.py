@@ -35,6 +35,7 @@ from modelzoo.models import galaxy as vae
 from modelzoo.tasks import (
     Datasets,
     register_task,
+    select_rows,
     shard_rows,
     split_rows,
     steps_per_epoch,
@@ -82,8 +83,7 @@ class GalaxyDensity:
         group: ProcessGroup,
     ) -> dict[str, float]:
         stamps = self.open(path, data_cfg)
-        train_rows, val_rows = split_rows(stamps.num_stamps, data_cfg.get("val_fraction", 0.1))
-        rows = {"all": (0, stamps.num_stamps), "val": val_rows, "train": train_rows}[split]
+        rows = select_rows(stamps.num_stamps, data_cfg.get("val_fraction", 0.1), split)
         limit = data_cfg.get("eval_max_stamps")
         if limit:
             rows = (rows[0], min(rows[1], rows[0] + int(limit)))

@@ -14,12 +14,13 @@ import keras
 import numpy as np
 
 from modelzoo import metrics
-from modelzoo.data.hdf5 import shard_range, stream
+from modelzoo.data.hdf5 import stream
 from modelzoo.data.lhc import LHCImages, open_lhc
 from modelzoo.distributed import ProcessGroup
 from modelzoo.tasks import (
     Datasets,
     register_task,
+    select_rows,
     shard_rows,
     split_rows,
     steps_per_epoch,
@@ -101,8 +102,8 @@ class LHCClassification:
         batch_size: int = 256,
     ) -> dict[str, np.ndarray]:
         """Signal scores and truth for ``rows``, computed shard-wise and gathered on all ranks."""
-        lo, hi = shard_range(rows[1] - rows[0], group.rank, group.size)
-        rows_here = (rows[0] + lo, rows[0] + hi)
+        rows_here = shard_rows(rows, group)
+        lo, hi = rows_here
         keys = ["label", "weight"] + (["passes_selection"] if images.has_selection else [])
         if hi > lo:
             ds = images.dataset(rows_here, batch_size).map(lambda x, y, w: x)
@@ -121,8 +122,7 @@ class LHCClassification:
         group: ProcessGroup,
     ) -> dict[str, float]:
         images = self.open(path, data_cfg)
-        train_rows, val_rows = split_rows(images.num_events, data_cfg.get("val_fraction", 0.2))
-        rows = {"all": (0, images.num_events), "val": val_rows, "train": train_rows}[split]
+        rows = select_rows(images.num_events, data_cfg.get("val_fraction", 0.2), split)
         pred = self.predict(model, images, rows, group)
         labels, scores, weights = pred["label"], pred["score"], pred["weight"]
         result = {
