@@ -72,7 +72,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from modelzoo import distributed, training
 
-    metrics = training.evaluate(args.run, args.data, split=args.split, output_dir=args.output)
+    metrics = training.evaluate(args.run, args.data, split=args.split, output_dir=args.output,
+                                overrides=_parse_assignments(args.set, "--set"))
     if distributed.init().is_root:
         print(json.dumps(metrics, indent=2))
     return 0
@@ -93,7 +94,8 @@ def _cmd_data_lhc(args: argparse.Namespace) -> int:
 def _cmd_data_galaxy(args: argparse.Namespace) -> int:
     from modelzoo.data.galaxy_galsim import GalaxyConfig, generate_galaxies
 
-    config = GalaxyConfig(image_size=args.image_size, bands=tuple(args.bands.split(",")))
+    config = GalaxyConfig.population(args.population, image_size=args.image_size,
+                                     bands=tuple(args.bands.split(",")))
     report = generate_galaxies(
         args.output, args.count, seed=args.seed, processes=args.processes, config=config,
         progress=True,
@@ -198,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="HDF5 file")
     p.add_argument("--split", default="all", choices=("all", "val", "train"))
     p.add_argument("--output", help="where metrics.json and figures go (default: the run folder)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a key of the run's recipe for this evaluation, e.g. "
+                   "--set data.eval_samples=256")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("pretrained", help="shipped weights: list, verify, re-create from scratch")
@@ -221,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate synthetic data sets")
     data_sub = p.add_subparsers(dest="dataset", required=True)
+    from modelzoo.data.galaxy_galsim import POPULATIONS
+
     q = data_sub.add_parser("lhc", help="Pythia 8 collisions -> calorimeter images (HDF5)")
     q.add_argument("--output", required=True)
     q.add_argument("--signal", type=int, default=1000, help="RPV gluino-pair events")
@@ -235,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--count", type=int, default=2000, help="number of stamps")
     q.add_argument("--bands", default="r", help="comma-separated ugriz bands, e.g. g,r,i")
     q.add_argument("--image-size", type=int, default=69)
+    q.add_argument("--population", default="default", choices=sorted(POPULATIONS),
+                   help="galaxy population: 'default', or 'prominent' (the seed's selection: "
+                   "bright galaxies, crops downscaled to the stamp, background sources)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--processes", type=int, default=1)
     q.set_defaults(func=_cmd_data_galaxy)

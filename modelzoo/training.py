@@ -372,11 +372,14 @@ def load_run(run_dir: str) -> tuple[keras.Model, dict[str, Any]]:
 
 
 def evaluate(
-    run_dir: str, data: str, *, split: str = "all", output_dir: str | None = None
+    run_dir: str, data: str, *, split: str = "all", output_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Evaluate a run's model on ``data`` (``split``: all rows, or the recipe's train/val rows);
-    writes ``metrics.json`` and the task's figures into ``output_dir`` (default: the run)."""
+    writes ``metrics.json`` and the task's figures into ``output_dir`` (default: the run).
+    ``overrides`` change recipe keys for this evaluation only (``{"data.eval_samples": 256}``)."""
     group = distributed.init()
     net, cfg = load_run(run_dir)
+    cfg = apply_overrides(cfg, overrides or {})
     task = get_task(cfg["task"])
     return task.evaluate(net, data, cfg.get("data", {}), split, output_dir or run_dir, group)

@@ -2,8 +2,9 @@
 # The longer galaxy_vae run (not part of the test suite): GalSim stamps -> train -> compare with
 # the bivariate-normal galaxy model on held-out stamps, the seed's 97.2% comparison.
 #
-#   bash scripts/galaxy_long_run.sh [OUT_DIR] [N_STAMPS] [EPOCHS] [PROCESSES]
+#   bash scripts/galaxy_long_run.sh [OUT_DIR] [N_STAMPS] [EPOCHS] [PROCESSES] [POPULATION]
 #
+# POPULATION: "default" or "prominent" (`modelzoo data galaxy --help`).
 # Defaults: runs/galaxy_long, 12000 stamps (10% held out), 16 epochs, 2 generator processes:
 # about 40 minutes on 2 shared CPU cores. Results: OUT_DIR/eval/metrics.json and the figures.
 #
@@ -20,13 +21,14 @@ OUT=${1:-runs/galaxy_long}
 N=${2:-12000}
 EPOCHS=${3:-16}
 PROCS=${4:-2}
+POPULATION=${5:-default}
 PY=${PYTHON:-.venv/bin/python}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 mkdir -p "$OUT"
 
 if [ ! -f "$OUT/stamps.h5" ]; then
   "$PY" -m modelzoo.cli data galaxy --output "$OUT/stamps.h5" --count "$N" --seed 0 \
-    --processes "$PROCS"
+    --processes "$PROCS" --population "$POPULATION"
 fi
 # Learning rate 1e-3 at batch 32, dropped x0.3 then x0.1 over the last epochs.
 "$PY" -m modelzoo.cli train galaxy_vae --data "$OUT/stamps.h5" --output "$OUT/run" \
@@ -35,6 +37,6 @@ fi
   --set optimizer.learning_rate=1.0e-3 \
   --set "lr_schedule.decay_epochs=[$((EPOCHS * 5 / 8)),$((EPOCHS * 7 / 8))]" \
   --set "lr_schedule.decay_factors=[0.3,0.1]" \
-  --set data.eval_max_stamps=1200 --set data.eval_samples=64
+  --set data.eval_max_stamps=1200 --set data.eval_samples=128
 "$PY" -m modelzoo.cli evaluate --run "$OUT/run" --data "$OUT/stamps.h5" --split val \
   --output "$OUT/eval"

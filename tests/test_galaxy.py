@@ -123,6 +123,27 @@ def test_log_prob_tightens_with_samples_and_converges():
     assert abs(np.exp(log_ratio).mean() - 1.0) < 0.03
 
 
+def test_refined_posterior_closes_the_amortisation_gap():
+    # A wrong encoder (shifted, too wide): per-stamp refinement moves q towards the exact
+    # posterior N(A (x - b), post_var), and the defensive-mixture estimate is tighter than the
+    # encoder's alone while staying a lower bound of the exact log p(x) on average.
+    model, b, cov = _linear_gaussian(encoder_shift=1.5, encoder_scale=3.0)
+    x = _draw(b, cov, 300, seed=3)
+    exact = _exact_log_prob(x, b, cov)
+    truth, _, _ = _linear_gaussian()
+    target = galaxy.encode(truth, x)
+    refined = galaxy.refine_posterior(model, x, steps=150, num_samples=8, seed=4)
+    start = galaxy.encode(model, x)
+    error_before = np.abs(start.mean().numpy() - target.mean().numpy()).mean()
+    error_after = np.abs(refined.mean().numpy() - target.mean().numpy()).mean()
+    assert error_after < 0.2 * error_before, (error_before, error_after)
+    np.testing.assert_allclose(refined.stddev().numpy(), target.stddev().numpy(), rtol=0.25)
+    gap_plain = np.mean(exact - galaxy.log_prob(model, x, num_samples=8, seed=5))
+    gap_refined = np.mean(exact - galaxy.log_prob(model, x, num_samples=8, seed=5,
+                                                  refine_steps=150))
+    assert gap_refined < 0.3 * gap_plain and gap_refined > -0.01, (gap_plain, gap_refined)
+
+
 # --- the bivariate-normal baseline ------------------------------------------------------------
 
 
@@ -265,13 +286,56 @@ def test_generator_is_deterministic_and_readable(tmp_path):
     assert stamps.scale == pytest.approx(cfg.noise_sigma)
 
 
+def test_downscaled_crops_average_noise_and_keep_surface_brightness(tmp_path):
+    # A crop f native pixels per stamp pixel, averaged: the sky noise per stamp pixel is
+    # sigma / f, the variance map says so, and sum(image) * f^2 is the total flux.
+    faint = GalaxyConfig(flux_range=(1.0, 1.0), crop_hlr_ratio=400.0, max_downscale=3.0)
+    generate_galaxies(tmp_path / "sky.h5", 4, seed=1, config=faint)
+    with h5py.File(tmp_path / "sky.h5") as fh:
+        assert fh["truth/downscale"][:] == pytest.approx(3.0)
+        images, variance = fh["images"][:], fh["noise_variance"][:]
+    sigma = faint.noise_sigma
+    assert images.std() == pytest.approx(sigma / 3.0, rel=0.03)
+    assert np.median(variance) == pytest.approx(sigma**2 / 9.0, rel=0.02)
+
+    bright = GalaxyConfig(flux_range=(1.0e6, 1.0e6), disk_hlr_median=4.0, crop_hlr_ratio=60.0,
+                          neighbour_probability=0.0, morphology_fractions=(0, 0, 0, 1))
+    generate_galaxies(tmp_path / "bright.h5", 4, seed=2, config=bright)
+    with h5py.File(tmp_path / "bright.h5") as fh:
+        f = fh["truth/downscale"][:]
+        total = fh["images"][:].sum(axis=(1, 2)) * f**2
+    assert (f > 1.5).all()
+    # Noise on the sum: sigma * f per stamp pixel over 69^2 pixels, at most ~9e3 counts.
+    np.testing.assert_allclose(total, 1.0e6, atol=3e4)
+
+
+def test_background_sources_follow_the_density(tmp_path):
+    cfg = GalaxyConfig.population("prominent", crop_hlr_ratio=0.0, neighbour_density=1.0e-3)
+    generate_galaxies(tmp_path / "field.h5", 40, seed=3, config=cfg)
+    with h5py.File(tmp_path / "field.h5") as fh:
+        counts = fh["truth/n_neighbours"][:]
+    expected = 1.0e-3 * 69**2  # Poisson mean over the (not downscaled) crop: 4.76
+    assert counts.mean() == pytest.approx(expected, abs=4 * np.sqrt(expected / 40))
+
+
+def test_named_populations():
+    assert GalaxyConfig.population("default") == GalaxyConfig()
+    prominent = GalaxyConfig.population("prominent", bands=("g", "r"))
+    assert prominent.bands == ("g", "r") and prominent.neighbour_density > 0
+    with pytest.raises(ValueError, match="prominent"):
+        GalaxyConfig.population("faint")
+
+
 def test_cli_generates_stamps(tmp_path, capsys):
     from modelzoo.cli import main
 
     out = tmp_path / "cli.h5"
-    assert main(["data", "galaxy", "--output", str(out), "--count", "3", "--seed", "1"]) == 0
+    assert main(["data", "galaxy", "--output", str(out), "--count", "3", "--seed", "1",
+                 "--population", "prominent"]) == 0
     assert "stamps/s" in capsys.readouterr().out
     assert open_galaxies(out).num_stamps == 3
+    with h5py.File(out) as fh:
+        assert json.loads(fh.attrs["config"])["crop_hlr_ratio"] == 10.0
 
 
 # --- training through the zoo's training path, and the seed's comparison ----------------------
@@ -302,12 +366,18 @@ def test_short_training_beats_the_baseline(stamp_file, tmp_path):
     with open(os.path.join(run, "config.json")) as fh:
         assert json.load(fh)["data"]["scale"] == pytest.approx(GalaxyConfig().noise_sigma)
     out = str(tmp_path / "eval")
-    metrics = training.evaluate(run, stamp_file, split="val", output_dir=out)
+    metrics = training.evaluate(run, stamp_file, split="val", output_dir=out,
+                                overrides={"data.eval_refine_steps": 10})
+    assert metrics["refine_steps"] == 10
     print(f"\ngalaxy_vae short run: trained in {result.seconds:.0f} s; VAE beats the "
           f"bivariate-normal model on {100 * metrics['fraction_vae_better']:.1f}% of "
           f"{metrics['stamps']} held-out stamps")
     assert metrics["stamps"] == 64
     assert metrics["fraction_vae_better"] > 0.5
+    with h5py.File(stamp_file) as fh:  # the held-out rows are the file's last 64
+        isolated = int((fh["truth/n_neighbours"][-64:] == 0).sum())
+    assert metrics["isolated_stamps"] == isolated and 0 < isolated < 64
+    assert 0.0 <= metrics["fraction_vae_better_isolated"] <= 1.0
     for name in ("galaxy_stamp.png", "galaxy_posterior_mean.png", "galaxy_posterior_variance.png",
                  "galaxy_samples.png", "galaxy_baseline_fit.png", "galaxy_loglik_comparison.png",
                  "metrics.json"):

@@ -22,6 +22,15 @@ sky)/gain + read_noise^2), ``psf`` (N, P, P[, B]; unit sum), every generating pa
 ``truth/``, and the root attributes ``noise_sigma`` (sky noise, the reader's natural unit),
 ``bands``, ``morphologies``, ``seed`` and the configuration.
 
+Populations (``GalaxyConfig.population(name)``, ``modelzoo data galaxy --population``):
+
+* ``default``: galaxies of r ~ 16-20 at the native pixel scale, neighbours in 30% of stamps.
+* ``prominent``: the seed's data, "cropped around one prominent galaxy and downscaled to
+  69 x 69": galaxies of r ~ 14-17.5 with sizes from a size-luminosity relation, each crop ten
+  half-light radii wide and averaged down onto the stamp when wider than it (the noise per
+  stamp pixel drops by the factor, ``truth/downscale``), and the faint sky around the galaxy:
+  a Poisson number of stars and galaxies per crop area from SDSS-like number counts.
+
 Generation is deterministic for a seed, whatever the number of processes: stamp ``i`` draws all
 its randomness from ``numpy.random.default_rng([seed, i])``.
 
@@ -62,7 +71,7 @@ TRUTH_FIELDS = (
     "morphology", "flux", "dx", "dy", "disk_hlr", "disk_q", "disk_beta", "bulge_hlr", "bulge_q",
     "bulge_beta", "bulge_sersic_n", "bulge_fraction", "arm_fraction", "n_arms", "arm_pitch",
     "knot_fraction", "n_knots", "halo_fraction", "bar_fraction", "nucleus_fraction",
-    "shell_fraction", "psf_fwhm", "psf_beta", "n_neighbours",
+    "shell_fraction", "psf_fwhm", "psf_beta", "n_neighbours", "downscale",
 )
 
 
@@ -79,8 +88,23 @@ class GalaxyConfig:
         sky_level: sky counts per pixel (subtracted after the noise is drawn).
         read_noise: read noise in counts.
         psf_fwhm_range: Moffat FWHM at r, drawn uniformly (bluer bands are wider).
-        neighbour_probability: chance that a stamp holds 1-2 neighbouring sources.
+        neighbour_probability: chance that a stamp holds 1-2 neighbouring sources (used when
+            ``neighbour_density`` is 0).
         psf_size: side of the stored PSF images.
+        hlr_range: clip of the half-light radius.
+        size_flux_slope: half-light radius grows as ``(flux / size_flux_pivot) ** slope`` (the
+            size-luminosity relation; 0 draws sizes independent of flux).
+        size_flux_pivot: flux at which the median radius is ``disk_hlr_median``.
+        crop_hlr_ratio: 0, or the side of the crop around the galaxy in half-light radii: a
+            crop wider than ``image_size`` pixels is downscaled onto the stamp (by averaging,
+            so the stamp keeps surface-brightness units and its noise drops by the factor).
+        max_downscale: largest downscaling factor.
+        neighbour_density: 0, or background sources per (native) pixel^2 brighter than
+            ``neighbour_mag_limit``: each stamp gets a Poisson number of them over its crop,
+            magnitudes from counts ``dN/dm ~ 10^(neighbour_count_slope * m)``, all fainter
+            than the central galaxy.
+        neighbour_mag_limit, neighbour_count_slope, star_fraction: see ``neighbour_density``.
+        zero_point: magnitude of one count (converts fluxes to magnitudes for the counts).
     """
 
     image_size: int = 69
@@ -93,6 +117,23 @@ class GalaxyConfig:
     psf_fwhm_range: tuple[float, float] = (1.6, 3.0)
     neighbour_probability: float = 0.3
     psf_size: int = 25
+    hlr_range: tuple[float, float] = (1.8, 13.0)
+    size_flux_slope: float = 0.0
+    size_flux_pivot: float = 1.0e5
+    crop_hlr_ratio: float = 0.0
+    max_downscale: float = 4.0
+    neighbour_density: float = 0.0
+    neighbour_mag_limit: float = 22.5
+    neighbour_count_slope: float = 0.4
+    star_fraction: float = 0.3
+    zero_point: float = 30.82
+
+    @classmethod
+    def population(cls, name: str, **overrides: Any) -> GalaxyConfig:
+        """A named population (see ``POPULATIONS``) with keyword overrides."""
+        if name not in POPULATIONS:
+            raise ValueError(f"unknown galaxy population {name!r}; known: {sorted(POPULATIONS)}")
+        return cls(**{**POPULATIONS[name], **overrides})
 
     def __post_init__(self) -> None:
         self.bands = tuple(self.bands)
@@ -107,11 +148,36 @@ class GalaxyConfig:
             )
         if self.image_size < 16 or self.psf_size % 2 == 0:
             raise ValueError("image_size must be >= 16 and psf_size odd")
+        if self.max_downscale < 1 or self.crop_hlr_ratio < 0 or self.neighbour_density < 0:
+            raise ValueError("max_downscale must be >= 1, crop_hlr_ratio and "
+                             "neighbour_density >= 0")
 
     @property
     def noise_sigma(self) -> float:
         """Standard deviation of the sky + read noise per pixel (counts)."""
         return float(np.sqrt(self.sky_level + self.read_noise**2))
+
+
+# Named populations. "prominent" follows the seed's data ("cropped around one prominent galaxy
+# and downscaled to 69 x 69") with SDSS r-band numbers: 0.396" native pixels; zero point 30.82
+# (r = 16 gives ~8.5e5 photo-electrons in a 54 s exposure; sky ~1000 e-/pixel); central galaxies
+# at r = 14-17.5 (the main spectroscopic sample stops at 17.77), radii from a size-luminosity
+# relation (median 7 pixels = 2.8" at r = 16); seeing 1.0-1.8"; crops of 10 half-light radii;
+# background sources to r = 22.5 at ~3.8e-4 per pixel^2 (~2.4e4 per deg^2, SDSS galaxy + star
+# counts), 30% of them stars.
+POPULATIONS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "prominent": {
+        "flux_range": (2.1e5, 5.3e6),
+        "disk_hlr_median": 7.0,
+        "size_flux_pivot": 8.5e5,
+        "size_flux_slope": 0.3,
+        "hlr_range": (2.5, 40.0),
+        "psf_fwhm_range": (2.5, 4.5),
+        "crop_hlr_ratio": 10.0,
+        "neighbour_density": 3.8e-4,
+    },
+}
 
 
 @dataclass
@@ -155,6 +221,40 @@ def _shells(galsim, rng: np.random.Generator, hlr: float):
     return galsim.Sum(clumps).withFlux(1.0)
 
 
+def _background_sources(galsim, rng: np.random.Generator, cfg: GalaxyConfig, flux: float,
+                        hlr: float, downscale: float) -> list[tuple[Any, float, str]]:
+    """Stars and galaxies of the sky around the galaxy: a Poisson number over the crop, with
+    magnitudes from power-law counts between the galaxy's and ``neighbour_mag_limit``,
+    uniformly placed outside one half-light radius. Shares are fluxes relative to the galaxy."""
+    crop = cfg.image_size * downscale
+    count = int(rng.poisson(cfg.neighbour_density * crop**2))
+    galaxy_mag = cfg.zero_point - 2.5 * np.log10(flux)
+    bright, faint = galaxy_mag + 0.5, cfg.neighbour_mag_limit
+    sources: list[tuple[Any, float, str]] = []
+    if faint <= bright:
+        return sources
+    slope = cfg.neighbour_count_slope
+    lo, hi = 10 ** (slope * bright), 10 ** (slope * faint)
+    for _ in range(count):
+        mag = np.log10(lo + rng.random() * (hi - lo)) / slope  # inverse CDF of the counts
+        share = float(10 ** (-0.4 * (mag - galaxy_mag)))
+        while True:
+            x, y = rng.uniform(-crop / 2, crop / 2, size=2)
+            if np.hypot(x, y) > min(hlr, crop / 4):
+                break
+        if rng.random() < cfg.star_fraction:
+            src, pop = galsim.DeltaFunction(), "old"
+        else:
+            size = (share * flux / cfg.size_flux_pivot) ** cfg.size_flux_slope
+            src_hlr = float(np.clip(cfg.disk_hlr_median * size * np.exp(0.35 * rng.normal()),
+                                    0.5, hlr))
+            src = galsim.Exponential(half_light_radius=src_hlr).shear(
+                q=rng.uniform(0.3, 1.0), beta=rng.uniform(0, np.pi) * galsim.radians)
+            pop = "disk"
+        sources.append((src.shift(x, y), share, pop))
+    return sources
+
+
 def _draw_stamp(index: int, seed: int, cfg: GalaxyConfig) -> dict[str, Any]:
     """One stamp: images, noise variance and PSF per band, and its generating parameters."""
     import galsim
@@ -167,7 +267,17 @@ def _draw_stamp(index: int, seed: int, cfg: GalaxyConfig) -> dict[str, Any]:
     truth: dict[str, float] = dict.fromkeys(TRUTH_FIELDS, 0.0)
     truth["morphology"] = morph
     flux = float(np.exp(rng.uniform(*np.log(cfg.flux_range))))
-    hlr = float(np.clip(cfg.disk_hlr_median * np.exp(0.35 * rng.normal()), 1.8, 13.0))
+    size_factor = (flux / cfg.size_flux_pivot) ** cfg.size_flux_slope
+    hlr = float(np.clip(cfg.disk_hlr_median * size_factor * np.exp(0.35 * rng.normal()),
+                        *cfg.hlr_range))
+    # Native pixels per stamp pixel: a crop of crop_hlr_ratio half-light radii, downscaled
+    # onto the stamp when it is wider than the stamp (the seed's "cropped around one prominent
+    # galaxy and downscaled to 69 x 69").
+    downscale = 1.0
+    if cfg.crop_hlr_ratio:
+        downscale = float(np.clip(cfg.crop_hlr_ratio * hlr / cfg.image_size, 1.0,
+                                  cfg.max_downscale))
+    truth["downscale"] = downscale
     dx, dy = rng.uniform(-1.0, 1.0, size=2)
     disk_q, disk_beta = rng.uniform(0.2, 1.0), rng.uniform(0, np.pi)
     truth.update(flux=flux, dx=dx, dy=dy, disk_hlr=hlr, disk_q=disk_q, disk_beta=disk_beta)
@@ -258,7 +368,10 @@ def _draw_stamp(index: int, seed: int, cfg: GalaxyConfig) -> dict[str, Any]:
 
     # Neighbours: stars and small galaxies away from the centre.
     neighbours: list[tuple[Any, float, str]] = []
-    if rng.random() < cfg.neighbour_probability:
+    if cfg.neighbour_density > 0:
+        neighbours = _background_sources(galsim, rng, cfg, flux, hlr, downscale)
+        truth["n_neighbours"] = len(neighbours)
+    elif rng.random() < cfg.neighbour_probability:
         count = int(rng.integers(1, 3))
         truth["n_neighbours"] = count
         half = cfg.image_size / 2 - 3
@@ -293,17 +406,23 @@ def _draw_stamp(index: int, seed: int, cfg: GalaxyConfig) -> dict[str, Any]:
         scene = galaxy
         for p, share, pop in neighbours:
             scene = scene + p.withFlux(flux * share * _SED[pop][band])
-        clean = galsim.Convolve(scene, psf).drawImage(nx=size, ny=size, scale=1.0)
+        # A stamp pixel covers downscale^2 native pixels: drawing at that pixel scale
+        # integrates the light over them, and the sum of their Poisson counts is Poisson.
+        clean = galsim.Convolve(scene, psf).drawImage(nx=size, ny=size, scale=downscale)
         truth_image = np.maximum(clean.array, 0.0)  # FFT ringing can dip below zero
+        area = downscale**2
         # CCD noise (gain 1): Poisson on source + sky, sky subtracted, Gaussian read noise.
         # numpy's Poisson sampler is ~50x faster than galsim.CCDNoise at these counts.
-        counts = rng.poisson(truth_image + cfg.sky_level) - cfg.sky_level
-        images[..., b] = counts + rng.normal(0.0, cfg.read_noise, size=counts.shape)
+        counts = rng.poisson(truth_image + cfg.sky_level * area) - cfg.sky_level * area
+        summed = counts + rng.normal(0.0, cfg.read_noise * downscale, size=counts.shape)
+        images[..., b] = summed / area  # averaged: surface brightness per native pixel
         # The variance map a survey pipeline provides: sky + read noise + the *observed*
         # source counts (the noiseless image is unknown to an analysis, and giving it to the
-        # baseline would leak where the true structure is).
-        variances[..., b] = np.maximum(images[..., b], 0.0) + cfg.sky_level + cfg.read_noise**2
-        psf_image = psf.drawImage(nx=cfg.psf_size, ny=cfg.psf_size, scale=1.0).array
+        # baseline would leak where the true structure is), averaged like the image.
+        observed = images[..., b] * area
+        variances[..., b] = (np.maximum(observed, 0.0) + cfg.sky_level * area
+                             + cfg.read_noise**2 * area) / area**2
+        psf_image = psf.drawImage(nx=cfg.psf_size, ny=cfg.psf_size, scale=downscale).array
         psfs[..., b] = psf_image / psf_image.sum()
     truth = {k: float(v) for k, v in truth.items()}
     return {"images": images, "noise_variance": variances, "psf": psfs, "truth": truth}
@@ -327,6 +446,7 @@ def generate_galaxies(
     seed: int = 0,
     processes: int = 1,
     config: GalaxyConfig | None = None,
+    population: str = "default",
     progress: bool = False,
     chunk_size: int = 64,
 ) -> GalaxyReport:
@@ -337,13 +457,14 @@ def generate_galaxies(
         n_stamps: number of stamps.
         seed: the file is identical for equal seeds and configurations, whatever ``processes``.
         processes: worker processes (``multiprocessing``); 1 draws in this process.
-        config: population and instrument; default :class:`GalaxyConfig`.
+        config: population and instrument; overrides ``population``.
+        population: a named population (``POPULATIONS``) used when ``config`` is None.
         progress: print a progress line to stderr about every 10%.
         chunk_size: stamps per work unit and per HDF5 write.
     """
     if n_stamps < 1:
         raise ValueError(f"n_stamps must be positive, got {n_stamps}")
-    cfg = config or GalaxyConfig()
+    cfg = config or GalaxyConfig.population(population)
     path = os.fspath(path)
     size, n_bands = cfg.image_size, len(cfg.bands)
     single = n_bands == 1

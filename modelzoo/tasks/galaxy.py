@@ -13,8 +13,10 @@ posterior mode (the seed's figures 4 and 5), the baseline's fit, samples, and th
 log-likelihood differences.
 
 Recipe keys (``data`` section): ``scale`` (``auto`` or a number), ``val_fraction``,
-``shuffle``, ``eval_samples``, ``eval_max_stamps``, ``baseline_noise`` (``auto``, ``known``,
-``constant``), ``baseline_psf_components``.
+``shuffle``, ``eval_samples``, ``eval_refine_steps`` (per-stamp posterior refinement before
+importance sampling, see :func:`modelzoo.models.galaxy.log_prob`; 0 uses the encoder alone),
+``eval_max_stamps``, ``baseline_noise`` (``auto``, ``known``, ``constant``),
+``baseline_psf_components``.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ class GalaxyDensity:
         start = time.perf_counter()
         here = shard_rows(rows, group)
         result = compare(model, stamps, here, num_samples=num_samples, noise=noise,
-                         psf_components=int(data_cfg.get("baseline_psf_components", 2)))
+                         psf_components=int(data_cfg.get("baseline_psf_components", 2)),
+                         refine_steps=int(data_cfg.get("eval_refine_steps", 0)))
         gathered = {k: group.allgather(v, name=f"galaxy_{k}") for k, v in result.items()
                     if isinstance(v, np.ndarray)}
         seconds = time.perf_counter() - start
@@ -108,6 +111,7 @@ class GalaxyDensity:
             "delta_log_prob_median": float(np.median(delta)),
             "vae_elbo_mean": float(gathered["vae_elbo"].mean()),
             "importance_samples": num_samples,
+            "refine_steps": int(data_cfg.get("eval_refine_steps", 0)),
             "baseline_noise": result["noise"],
             "baseline_converged_fraction": float(gathered["baseline_converged"].mean()),
             "scale": stamps.scale,
@@ -121,6 +125,13 @@ class GalaxyDensity:
                 sel = codes == code
                 if sel.any():
                     metrics[f"fraction_vae_better_{label}"] = float(np.mean(delta[sel] > 0))
+        # The baseline describes one galaxy; neighbours in the stamp are misfit it cannot
+        # avoid. The fraction on stamps without any shows the comparison without that help.
+        neighbours = _truth(stamps, rows, "n_neighbours")
+        if neighbours is not None and (neighbours == 0).any():
+            isolated = neighbours == 0
+            metrics["isolated_stamps"] = int(isolated.sum())
+            metrics["fraction_vae_better_isolated"] = float(np.mean(delta[isolated] > 0))
         if output_dir and group.is_root:
             os.makedirs(output_dir, exist_ok=True)
             with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
@@ -133,7 +144,7 @@ class GalaxyDensity:
 
 def compare(
     model: keras.Model, stamps: GalaxyStamps, rows: tuple[int, int], *, num_samples: int = 128,
-    noise: str = "auto", psf_components: int = 2, seed: int = 0,
+    noise: str = "auto", psf_components: int = 2, seed: int = 0, refine_steps: int = 0,
 ) -> dict:
     """Per-stamp log p(x) under the VAE (importance-weighted) and the fitted baseline, in model
     units, for ``rows`` of ``stamps``."""
@@ -143,7 +154,8 @@ def compare(
                 "baseline_converged": empty, "noise": noise}
     arrays = stamps.arrays(rows)
     images = arrays["images"]
-    vae_lp = vae.log_prob(model, images, num_samples=num_samples, seed=seed)
+    vae_lp = vae.log_prob(model, images, num_samples=num_samples, seed=seed,
+                          refine_steps=refine_steps)
     vae_elbo = vae.elbo(model, images, seed=seed + 1)
     psf = None
     if "psf" in arrays:
@@ -158,13 +170,20 @@ def compare(
     }
 
 
+def _truth(stamps: GalaxyStamps, rows: tuple[int, int], name: str) -> np.ndarray | None:
+    """``truth/<name>`` of a generator file for ``rows``, else None (real data has none)."""
+    with h5py.File(stamps.source.path, "r") as fh:
+        key = f"truth/{name}"
+        return fh[key][rows[0] : rows[1]] if key in fh else None
+
+
 def _morphology(stamps: GalaxyStamps, rows: tuple[int, int]):
     """(names, codes) from a generator file's ``truth/morphology``, else None."""
+    codes = _truth(stamps, rows, "morphology")
     with h5py.File(stamps.source.path, "r") as fh:
-        if "truth/morphology" not in fh or "morphologies" not in fh.attrs:
+        if codes is None or "morphologies" not in fh.attrs:
             return None
-        names = str(fh.attrs["morphologies"]).split(",")
-        return names, fh["truth/morphology"][rows[0] : rows[1]]
+        return str(fh.attrs["morphologies"]).split(","), codes
 
 
 def write_figures(
