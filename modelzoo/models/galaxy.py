@@ -22,6 +22,7 @@ with Keras 3, so the distributions live inside plain Keras layers and these func
     >>> image.mean(), image.variance()          # ... and the per-pixel uncertainty
     >>> galaxy.sample(model, 16)                # new galaxies
     >>> galaxy.log_prob(model, stamps, num_samples=128)  # nats per stamp
+    >>> galaxy.log_prob(model, stamps, 128, refine_steps=30)  # tighter: per-stamp q refined
 
 Stamps are in *model units*: images divided by one constant per data set (the background noise
 sigma, see :mod:`modelzoo.data.galaxy`); densities are over those units.
