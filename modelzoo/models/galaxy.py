@@ -64,6 +64,8 @@ _PUBLISHED = (
 ARCHITECTURES = ("conv", "dense")
 MEAN_ACTIVATIONS = ("sinh", "linear")
 _MAX_LOG_VARIANCE = 20.0  # exp(20) ~ 5e8 (model units^2): far above any real stamp
+# Posterior refinement: ELBO samples per step, Adam step (posterior widths), decodes per batch.
+_REFINE_SAMPLES, _REFINE_LEARNING_RATE, _REFINE_DECODES = 4, 0.05, 256
 
 
 def _tfd():
@@ -417,9 +419,8 @@ def log_prob(
     # Draws from the encoder's q: all of them, or the first half when refining.
     from_encoder = k
     if refine_steps > 0:
-        refined = refine_posterior(model, x, refine_steps,
-                                   seed=None if seed is None else seed + 1)
-        refined_loc, refined_scale = refined.mean().numpy(), refined.stddev().numpy()
+        refined_loc, refined_scale = _refine(
+            model, x, loc, scale, refine_steps, seed=None if seed is None else seed + 1)
         from_encoder = k // 2
     step = max(1, max_decodes // k)
     chunk_log_prob = _compiled(model, ("log_prob", k, from_encoder),
@@ -440,10 +441,10 @@ def refine_posterior(
     images: np.ndarray,
     steps: int = 50,
     *,
-    num_samples: int = 4,
-    learning_rate: float = 0.05,
+    num_samples: int = _REFINE_SAMPLES,
+    learning_rate: float = _REFINE_LEARNING_RATE,
     seed: int | None = 0,
-    max_decodes: int = 256,
+    max_decodes: int = _REFINE_DECODES,
 ):
     """q(z | x) fitted to each stamp by stochastic ELBO ascent, started from the encoder's.
 
@@ -459,13 +460,25 @@ def refine_posterior(
     import tensorflow as tf
 
     x = _as_stamps(model, images)
-    encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
-    loc, scale = encoder.predict(x, batch_size=256, verbose=0)
+    loc, scale = model.get_layer("encoder").predict(x, batch_size=256, verbose=0)
+    loc, scale = _refine(model, x, loc, scale, steps, num_samples=num_samples,
+                         learning_rate=learning_rate, seed=seed, max_decodes=max_decodes)
+    return _tfd().MultivariateNormalDiag(tf.constant(loc), tf.constant(scale))
+
+
+def _refine(model: keras.Model, x: np.ndarray, loc: np.ndarray, scale: np.ndarray, steps: int,
+            *, num_samples: int = _REFINE_SAMPLES,
+            learning_rate: float = _REFINE_LEARNING_RATE, seed: int | None = 0,
+            max_decodes: int = _REFINE_DECODES) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`refine_posterior` from the encoder's (loc, scale), already computed."""
+    import tensorflow as tf
+
     if steps < 1:
-        return _tfd().MultivariateNormalDiag(tf.constant(loc), tf.constant(scale))
+        return loc, scale
     rng = np.random.default_rng(seed)
     d, s = latent_dim(model), int(num_samples)
-    refine = _compiled(model, ("refine", s), lambda: _make_refine_fn(decoder, d))
+    refine = _compiled(model, ("refine", s),
+                       lambda: _make_refine_fn(model.get_layer("decoder"), d))
     step = max(1, max_decodes // s)
     out_loc, out_scale = [], []
     for start in range(0, len(x), step):
@@ -476,8 +489,7 @@ def refine_posterior(
                                     tf.constant(learning_rate, tf.float32))
         out_loc.append(new_loc.numpy())
         out_scale.append(new_scale.numpy())
-    return _tfd().MultivariateNormalDiag(tf.constant(np.concatenate(out_loc)),
-                                         tf.constant(np.concatenate(out_scale)))
+    return np.concatenate(out_loc), np.concatenate(out_scale)
 
 
 # Compiled steps per model (tracing takes a second or two), keyed by what changes the graph.

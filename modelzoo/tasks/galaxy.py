@@ -31,7 +31,6 @@ import numpy as np
 
 from modelzoo import galaxy_baseline
 from modelzoo.data.galaxy import GalaxyStamps, open_galaxies
-from modelzoo.data.hdf5 import stream
 from modelzoo.distributed import ProcessGroup
 from modelzoo.models import galaxy as vae
 from modelzoo.tasks import (
@@ -40,7 +39,7 @@ from modelzoo.tasks import (
     select_rows,
     shard_rows,
     split_rows,
-    steps_per_epoch,
+    split_streams,
 )
 
 
@@ -59,22 +58,11 @@ class GalaxyDensity:
         # config.json): evaluation on another file must use the unit the model learned in.
         data_cfg["scale"] = stamps.scale
         train_rows, val_rows = split_rows(stamps.num_stamps, data_cfg.get("val_fraction", 0.1))
-        num_train = train_rows[1] - train_rows[0]
-        steps = steps_per_epoch(num_train, batch_size, group, path, "stamps")
-        train = stream(
-            stamps.source, stamps.to_example, rows=shard_rows(train_rows, group),
-            batch_size=batch_size, shuffle=bool(data_cfg.get("shuffle", True)),
-            seed=seed + group.rank, repeat=True, drop_remainder=True, first_epoch=first_epoch,
-            steps_per_epoch=steps,
+        return split_streams(
+            stamps.source, stamps.to_example, train_rows, val_rows, batch_size=batch_size,
+            group=group, seed=seed, first_epoch=first_epoch,
+            shuffle=bool(data_cfg.get("shuffle", True)), path=path, noun="stamps",
         )
-        validation, validation_steps = None, None
-        val_shard = shard_rows(val_rows, group)
-        if val_shard[1] > val_shard[0]:
-            validation = stream(stamps.source, stamps.to_example, rows=val_shard,
-                                batch_size=batch_size)
-            validation_steps = -(-(val_shard[1] - val_shard[0]) // batch_size)
-        return Datasets(train, steps, validation, num_train, val_rows[1] - val_rows[0],
-                        validation_steps)
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         # The loss is the negative ELBO the model adds itself (ELBOLoss layer).
@@ -118,16 +106,15 @@ class GalaxyDensity:
             "log_prob_unit_offset": float(-num_pixels * np.log(stamps.scale)),
             "seconds": seconds,
         }
-        morph = _morphology(stamps, rows)
-        if morph is not None:
-            names, codes = morph
+        names, truth = _generator_truth(stamps, rows, ("morphology", "n_neighbours"))
+        if names and "morphology" in truth:
             for code, label in enumerate(names):
-                sel = codes == code
+                sel = truth["morphology"] == code
                 if sel.any():
                     metrics[f"fraction_vae_better_{label}"] = float(np.mean(delta[sel] > 0))
         # The baseline describes one galaxy; neighbours in the stamp are misfit it cannot
         # avoid. The fraction on stamps without any shows the comparison without that help.
-        neighbours = _truth(stamps, rows, "n_neighbours")
+        neighbours = truth.get("n_neighbours")
         if neighbours is not None and (neighbours == 0).any():
             isolated = neighbours == 0
             metrics["isolated_stamps"] = int(isolated.sum())
@@ -170,20 +157,15 @@ def compare(
     }
 
 
-def _truth(stamps: GalaxyStamps, rows: tuple[int, int], name: str) -> np.ndarray | None:
-    """``truth/<name>`` of a generator file for ``rows``, else None (real data has none)."""
+def _generator_truth(
+    stamps: GalaxyStamps, rows: tuple[int, int], fields: tuple[str, ...]
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(morphology names, ``truth/<field>`` for ``rows``) of a generator file, in one read; real
+    data has neither, and missing fields are left out."""
     with h5py.File(stamps.source.path, "r") as fh:
-        key = f"truth/{name}"
-        return fh[key][rows[0] : rows[1]] if key in fh else None
-
-
-def _morphology(stamps: GalaxyStamps, rows: tuple[int, int]):
-    """(names, codes) from a generator file's ``truth/morphology``, else None."""
-    codes = _truth(stamps, rows, "morphology")
-    with h5py.File(stamps.source.path, "r") as fh:
-        if codes is None or "morphologies" not in fh.attrs:
-            return None
-        return str(fh.attrs["morphologies"]).split(","), codes
+        names = str(fh.attrs["morphologies"]).split(",") if "morphologies" in fh.attrs else []
+        truth = {f: fh[f"truth/{f}"][rows[0] : rows[1]] for f in fields if f"truth/{f}" in fh}
+    return names, truth
 
 
 def write_figures(

@@ -14,7 +14,6 @@ import keras
 import numpy as np
 
 from modelzoo import metrics
-from modelzoo.data.hdf5 import stream
 from modelzoo.data.lhc import LHCImages, open_lhc
 from modelzoo.distributed import ProcessGroup
 from modelzoo.tasks import (
@@ -23,7 +22,7 @@ from modelzoo.tasks import (
     select_rows,
     shard_rows,
     split_rows,
-    steps_per_epoch,
+    split_streams,
 )
 
 TRAIN_WEIGHTINGS = ("balanced", "physics", "none")
@@ -72,22 +71,10 @@ class LHCClassification:
                 w = np.ones_like(w)
             return x, y, w
 
-        num_train = train_rows[1] - train_rows[0]
-        steps = steps_per_epoch(num_train, batch_size, group, path, "events")
-        # data.shuffle: false reads every shard in file order (reproducible comparisons, e.g.
-        # N ranks at batch B against one process at batch N*B on the same rows).
-        train = stream(
-            images.source, to_example, rows=shard_rows(train_rows, group), batch_size=batch_size,
-            shuffle=bool(data_cfg.get("shuffle", True)), seed=seed + group.rank, repeat=True,
-            drop_remainder=True, first_epoch=first_epoch, steps_per_epoch=steps,
-        )
-        validation, validation_steps = None, None
-        val_shard = shard_rows(val_rows, group)
-        if val_shard[1] > val_shard[0]:
-            validation = stream(images.source, to_example, rows=val_shard, batch_size=batch_size)
-            validation_steps = -(-(val_shard[1] - val_shard[0]) // batch_size)
-        return Datasets(
-            train, steps, validation, num_train, val_rows[1] - val_rows[0], validation_steps
+        return split_streams(
+            images.source, to_example, train_rows, val_rows, batch_size=batch_size, group=group,
+            seed=seed, first_epoch=first_epoch, shuffle=bool(data_cfg.get("shuffle", True)),
+            path=path, noun="events",
         )
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
