@@ -2,7 +2,7 @@
 # The longer galaxy_vae run (not part of the test suite): GalSim stamps -> train -> compare with
 # the bivariate-normal galaxy model on held-out stamps, the seed's 97.2% comparison.
 #
-#   bash scripts/galaxy_long_run.sh [OUT_DIR] [N_STAMPS] [EPOCHS] [PROCESSES] [POPULATION]
+#   bash scripts/galaxy_long_run.sh [OUT_DIR] [N_STAMPS] [EPOCHS] [PROCESSES] [POPULATION] [AUGMENT]
 #
 # Defaults: runs/galaxy_long, 12000 stamps (the last 10% held out), 24 epochs, 2 generator
 # processes, the "prominent" population (`modelzoo data galaxy --help`): about 45 minutes on 2
@@ -32,6 +32,7 @@ N=${2:-12000}
 EPOCHS=${3:-24}
 PROCS=${4:-2}
 POPULATION=${5:-prominent}
+AUGMENT=${6:-dihedral}
 PY=${PYTHON:-.venv/bin/python}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 mkdir -p "$OUT"
@@ -44,7 +45,7 @@ fi
 # (instead of the builder's 0.5) gives the faint, smooth galaxies, where the VAE loses, more
 # of the gradient.
 "$PY" -m modelzoo.cli train galaxy_vae --data "$OUT/stamps.h5" --output "$OUT/run" \
-  --epochs "$EPOCHS" --verbose 2 \
+  --epochs "$EPOCHS" --verbose 2 --set data.augment="$AUGMENT" \
   --model-config latent_dim=32 --model-config beta_nll=0.25 \
   --set optimizer.learning_rate=1.0e-3 \
   --set "lr_schedule.decay_epochs=[$((EPOCHS * 5 / 8)),$((EPOCHS * 7 / 8))]" \

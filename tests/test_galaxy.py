@@ -338,6 +338,53 @@ def test_cli_generates_stamps(tmp_path, capsys):
         assert json.loads(fh.attrs["config"])["crop_hlr_ratio"] == 10.0
 
 
+def _dihedral_images(image: np.ndarray) -> list[np.ndarray]:
+    rotations = [np.rot90(image, k, axes=(0, 1)) for k in range(4)]
+    return rotations + [r[::-1] for r in rotations]
+
+
+def test_dihedral_augmentation_draws_the_eight_symmetries():
+    from modelzoo.data.augment import dihedral
+
+    image = np.arange(5 * 5 * 2, dtype=np.float32).reshape(5, 5, 2)  # no symmetry of its own
+    group = _dihedral_images(image)
+    assert len({g.tobytes() for g in group}) == 8
+    batch = np.repeat(image[None], 800, axis=0)
+    out = dihedral(batch, seed=[3, 5]).numpy()
+    which = [next(i for i, g in enumerate(group) if np.array_equal(o, g)) for o in out]
+    counts = np.bincount(which, minlength=8)
+    assert counts.sum() == 800 and counts.min() > 60  # uniform: 100 each, sd ~9
+    np.testing.assert_array_equal(dihedral(batch, seed=[3, 5]).numpy(), out)
+    assert not np.array_equal(dihedral(batch, seed=[3, 6]).numpy(), out)
+
+
+def test_augmented_stream_resumes_with_the_same_batches(tmp_path):
+    from modelzoo.distributed import ProcessGroup
+    from modelzoo.tasks import get_task
+
+    path = tmp_path / "stamps.h5"
+    _write(path, images=np.random.default_rng(0).normal(size=(40, 6, 6)).astype(np.float32))
+    task, group = get_task("galaxy_density"), ProcessGroup()
+    cfg = {"val_fraction": 0.2, "augment": "dihedral"}
+
+    def batches(first_epoch: int, count: int) -> list[np.ndarray]:
+        streams = task.datasets(str(path), dict(cfg), 8, group, seed=1, first_epoch=first_epoch)
+        assert streams.steps_per_epoch == 4
+        return [b[0].numpy() for b in streams.train.take(count)]
+
+    straight, resumed = batches(0, 12), batches(2, 4)
+    for a, b in zip(straight[8:], resumed):
+        np.testing.assert_array_equal(a, b)
+    plain = task.datasets(str(path), {"val_fraction": 0.2}, 8, group, seed=1, first_epoch=0)
+    originals = [b[0].numpy() for b in plain.train.take(4)]
+    for aug, orig in zip(straight[:4], originals):  # every stamp is a symmetry of its original
+        for a, o in zip(aug, orig):
+            assert any(np.array_equal(a, g) for g in _dihedral_images(o))
+    assert not all(np.array_equal(a, o) for a, o in zip(straight[:4], originals))
+    with pytest.raises(ValueError, match="data.augment"):
+        task.datasets(str(path), {"augment": "rot45"}, 8, group, seed=1, first_epoch=0)
+
+
 # --- training through the zoo's training path, and the seed's comparison ----------------------
 
 

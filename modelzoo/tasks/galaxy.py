@@ -13,8 +13,10 @@ posterior mode (the seed's figures 4 and 5), the baseline's fit, samples, and th
 log-likelihood differences.
 
 Recipe keys (``data`` section): ``scale`` (``auto`` or a number), ``val_fraction``,
-``shuffle``, ``eval_samples``, ``eval_refine_steps`` (per-stamp posterior refinement before
-importance sampling, see :func:`modelzoo.models.galaxy.log_prob`; 0 uses the encoder alone),
+``shuffle``, ``augment`` (``none``, or ``dihedral``: each training stamp reflected/rotated
+by one of the 8 symmetries of the square, see :mod:`modelzoo.data.augment`), ``eval_samples``,
+``eval_refine_steps`` (per-stamp posterior refinement before importance sampling, see
+:func:`modelzoo.models.galaxy.log_prob`; 0 uses the encoder alone),
 ``eval_max_stamps``, ``baseline_noise`` (``auto``, ``known``, ``constant``),
 ``baseline_psf_components``.
 """
@@ -30,6 +32,7 @@ import keras
 import numpy as np
 
 from modelzoo import galaxy_baseline
+from modelzoo.data.augment import augment_stream
 from modelzoo.data.galaxy import GalaxyStamps, open_galaxies
 from modelzoo.distributed import ProcessGroup
 from modelzoo.models import galaxy as vae
@@ -58,11 +61,20 @@ class GalaxyDensity:
         # config.json): evaluation on another file must use the unit the model learned in.
         data_cfg["scale"] = stamps.scale
         train_rows, val_rows = split_rows(stamps.num_stamps, data_cfg.get("val_fraction", 0.1))
-        return split_streams(
+        streams = split_streams(
             stamps.source, stamps.to_example, train_rows, val_rows, batch_size=batch_size,
             group=group, seed=seed, first_epoch=first_epoch,
             shuffle=bool(data_cfg.get("shuffle", True)), path=path, noun="stamps",
         )
+        kind = data_cfg.get("augment", "none")
+        height, width = stamps.image_shape[:2]
+        if kind == "dihedral" and height != width:
+            raise ValueError(f"{path}: data.augment=dihedral needs square stamps, the file's "
+                             f"are {height}x{width}")
+        streams.train = augment_stream(
+            streams.train, kind, seed=seed + 7919 * group.rank,
+            first_step=first_epoch * streams.steps_per_epoch)
+        return streams
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         # The loss is the negative ELBO the model adds itself (ELBOLoss layer).
