@@ -65,7 +65,7 @@ ARCHITECTURES = ("conv", "dense")
 MEAN_ACTIVATIONS = ("sinh", "linear")
 _MAX_LOG_VARIANCE = 20.0  # exp(20) ~ 5e8 (model units^2): far above any real stamp
 # Posterior refinement: ELBO samples per step, Adam step (posterior widths), decodes per batch.
-_REFINE_SAMPLES, _REFINE_LEARNING_RATE, _REFINE_DECODES = 4, 0.05, 256
+_REFINE_SAMPLES, _REFINE_LEARNING_RATE, _REFINE_DECODES = 4, 0.3, 256
 
 
 def _tfd():
@@ -453,7 +453,8 @@ def refine_posterior(
     a few gradient steps on the stamp's own ELBO close part of it (semi-amortised inference,
     Kim et al., ICML 2018). Steps are taken with Adam in the encoder posterior's whitened
     coordinates (``loc = m + s * u``, ``log scale = log s + w``), so ``learning_rate`` is in
-    posterior widths, whatever the stamp's signal-to-noise. The decoder is not changed.
+    posterior widths, whatever the stamp's signal-to-noise; it decays to zero over the steps
+    (cosine), so early steps travel and late ones settle. The decoder is not changed.
 
     Returns a ``tfd.MultivariateNormalDiag`` with batch shape (N,).
     """
@@ -557,6 +558,7 @@ def _make_refine_fn(decoder: keras.Model, d: int):
         u, w = tf.zeros_like(loc), tf.zeros_like(loc)
         m_u, v_u, m_w, v_w = (tf.zeros_like(loc) for _ in range(4))
         log_scale = tf.math.log(scale)
+        total = tf.cast(tf.shape(eps)[0], tf.float32)
         for t in tf.range(tf.shape(eps)[0]):
             with tf.GradientTape() as tape:
                 tape.watch([u, w])
@@ -568,8 +570,9 @@ def _make_refine_fn(decoder: keras.Model, d: int):
                 loss = -tf.reduce_sum(elbo)  # stamps are independent: one sum, own gradients
             grad_u, grad_w = tape.gradient(loss, [u, w])
             step = tf.cast(t + 1, tf.float32)
-            u, m_u, v_u = adam(u, grad_u, m_u, v_u, step, learning_rate)
-            w, m_w, v_w = adam(w, grad_w, m_w, v_w, step, learning_rate)
+            rate = learning_rate * 0.5 * (1.0 + tf.cos(math.pi * (step - 1.0) / total))
+            u, m_u, v_u = adam(u, grad_u, m_u, v_u, step, rate)
+            w, m_w, v_w = adam(w, grad_w, m_w, v_w, step, rate)
         return loc + scale * u, tf.exp(log_scale + w)
 
     return refine
