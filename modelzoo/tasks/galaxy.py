@@ -71,6 +71,8 @@ class GalaxyDensity:
         if kind == "dihedral" and height != width:
             raise ValueError(f"{path}: data.augment=dihedral needs square stamps, the file's "
                              f"are {height}x{width}")
+        # Ranks draw different orientations (their shards differ anyway; this keeps it so
+        # even for identical stamps).
         streams.train = augment_stream(
             streams.train, kind, seed=seed + 7919 * group.rank,
             first_step=first_epoch * streams.steps_per_epoch)
