@@ -67,10 +67,11 @@ class GalaxyDensity:
             shuffle=bool(data_cfg.get("shuffle", True)), path=path, noun="stamps",
         )
         kind = data_cfg.get("augment", "none")
-        height, width = stamps.image_shape[:2]
-        if kind == "dihedral" and height != width:
-            raise ValueError(f"{path}: data.augment=dihedral needs square stamps, the file's "
-                             f"are {height}x{width}")
+        if kind == "dihedral":
+            height, width = stamps.image_shape[:2]
+            if height != width:
+                raise ValueError(f"{path}: data.augment=dihedral needs square stamps, the "
+                                 f"file's are {height}x{width}")
         # Ranks draw different orientations (their shards differ anyway; this keeps it so
         # even for identical stamps).
         streams.train = augment_stream(
@@ -92,12 +93,13 @@ class GalaxyDensity:
         if limit:
             rows = (rows[0], min(rows[1], rows[0] + int(limit)))
         num_samples = int(data_cfg.get("eval_samples", 128))
+        refine_steps = int(data_cfg.get("eval_refine_steps", 0))
         noise = data_cfg.get("baseline_noise", "auto")
         start = time.perf_counter()
         here = shard_rows(rows, group)
         result = compare(model, stamps, here, num_samples=num_samples, noise=noise,
                          psf_components=int(data_cfg.get("baseline_psf_components", 2)),
-                         refine_steps=int(data_cfg.get("eval_refine_steps", 0)))
+                         refine_steps=refine_steps)
         gathered = {k: group.allgather(v, name=f"galaxy_{k}") for k, v in result.items()
                     if isinstance(v, np.ndarray)}
         seconds = time.perf_counter() - start
@@ -113,7 +115,7 @@ class GalaxyDensity:
             "delta_log_prob_median": float(np.median(delta)),
             "vae_elbo_mean": float(gathered["vae_elbo"].mean()),
             "importance_samples": num_samples,
-            "refine_steps": int(data_cfg.get("eval_refine_steps", 0)),
+            "refine_steps": refine_steps,
             "baseline_noise": result["noise"],
             "baseline_converged_fraction": float(gathered["baseline_converged"].mean()),
             "scale": stamps.scale,
