@@ -343,7 +343,11 @@ def train(
         )
         history = fit.history
     seconds = time.perf_counter() - start
+    finalize = getattr(task, "finalize", None)
+    stats = finalize(net, data, cfg.get("data", {}), group, seed) if finalize else {}
     if group.is_root:
+        if stats:
+            _write_json(os.path.join(run_dir, "finalize.json"), stats)
         _save_weights_atomic(net, os.path.join(run_dir, WEIGHTS_FILE))
     group.barrier()
     epochs_run = epochs - min(first_epoch, epochs)

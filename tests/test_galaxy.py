@@ -50,7 +50,8 @@ def test_shapes_of_distributions(bands):
 # --- the importance-weighted estimator on a linear-Gaussian model ------------------------------
 
 
-def _linear_gaussian(encoder_shift: float = 0.0, encoder_scale: float = 1.0):
+def _linear_gaussian(encoder_shift: float = 0.0, encoder_scale: float = 1.0,
+                     prior_components: int = 0):
     """A dense galaxy_vae with no hidden layer is linear-Gaussian: z ~ N(0, I),
     x | z ~ N(W z + b, s2 I), so p(x) = N(b, W W^T + s2 I) exactly. W has orthogonal columns,
     so the exact posterior is diagonal and the encoder can represent it."""
@@ -59,6 +60,7 @@ def _linear_gaussian(encoder_shift: float = 0.0, encoder_scale: float = 1.0):
     model = modelzoo.get(
         "galaxy_vae", image_size=size, latent_dim=d, architecture="dense", hidden_units=(),
         mean_activation="linear", input_transform="none", min_variance=1e-3,
+        prior_components=prior_components,
     )
     W = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, -2.0]])  # (D, d), orthogonal columns
     b = np.array([0.5, -0.5, 1.0, 0.0])
@@ -142,6 +144,86 @@ def test_refined_posterior_closes_the_amortisation_gap():
     gap_refined = np.mean(exact - galaxy.log_prob(model, x, num_samples=8, seed=5,
                                                   refine_steps=150))
     assert gap_refined < 0.3 * gap_plain and gap_refined > -0.01, (gap_plain, gap_refined)
+
+
+def test_laplace_covariance_is_the_exact_posterior_covariance():
+    # Linear mean, constant variance: the Fisher information plus the prior's precision is the
+    # exact posterior precision, I + W^T W / s2 (= diag(1/5, 1/17)^-1), wherever it is taken.
+    model, b, cov = _linear_gaussian()
+    x = _draw(b, cov, 3, seed=6)
+    z = np.random.default_rng(7).standard_normal((3, 2)).astype(np.float32)
+    tril = galaxy.laplace_scale_tril(model, x, z)
+    np.testing.assert_allclose(tril @ np.swapaxes(tril, 1, 2),
+                               np.broadcast_to(np.diag([1 / 5, 1 / 17]), (3, 2, 2)), atol=1e-5)
+
+
+def _set_mixture_prior(model, weights, locs, scale_trils):
+    layer = galaxy.prior_layer(model)
+    layer.logits.assign(np.log(np.asarray(weights, np.float32)))
+    layer.locs.assign(np.asarray(locs, np.float32))
+    layer.scale_tril.assign(np.asarray(scale_trils, np.float32))
+
+
+def _exact_mixture_log_prob(x, b, cov, weights, locs, scale_trils):
+    """p(x) = sum_k w_k N(x; W m_k + b, W L_k L_k^T W^T + s2 I) of the linear model."""
+    W = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
+    noise = cov - W @ W.T
+    parts = [np.log(w) + _exact_log_prob(x, W @ m + b, W @ (L @ L.T) @ W.T + noise)
+             for w, m, L in zip(weights, np.asarray(locs), np.asarray(scale_trils))]
+    return np.logaddexp.reduce(parts, axis=0)
+
+
+def test_mixture_prior_starts_standard_and_its_log_prob_is_exact():
+    model, b, cov = _linear_gaussian(encoder_shift=0.7, encoder_scale=1.8, prior_components=2)
+    x = _draw(b, cov, 200, seed=8)
+    # Unfitted, the mixture is N(0, I): the same estimate as the fixed prior.
+    fixed, _, _ = _linear_gaussian(encoder_shift=0.7, encoder_scale=1.8)
+    np.testing.assert_allclose(galaxy.log_prob(model, x, 16, seed=9),
+                               galaxy.log_prob(fixed, x, 16, seed=9), atol=1e-4)
+    weights, locs = [0.3, 0.7], [[2.0, -1.0], [-1.0, 0.5]]
+    trils = [[[0.5, 0.0], [0.2, 0.8]], [[0.7, 0.0], [0.0, 0.7]]]
+    _set_mixture_prior(model, weights, locs, trils)
+    exact = _exact_mixture_log_prob(x, b, cov, weights, locs, trils)
+    estimate = galaxy.log_prob(model, x, 2000, seed=10, refine_steps=50)
+    assert abs(np.mean(exact - estimate)) < 0.02, np.mean(exact - estimate)
+    assert np.abs(exact - estimate).max() < 0.3
+    draws = galaxy.sample(model, 4000, seed=11, noise=False)[..., 0].reshape(4000, 4)
+    mean = sum(w * (np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, -2.0]]) @ m + b)
+               for w, m in zip(weights, np.asarray(locs)))
+    np.testing.assert_allclose(draws.mean(axis=0), mean, atol=0.08)
+
+
+def test_fitted_prior_follows_the_aggregate_posterior():
+    # Latents in two clusters; the encoder is the exact posterior under N(0, I). The prior
+    # fitted to the encoder's draws puts its mass on the clusters, and held-out stamps become
+    # more likely than under N(0, I), though not more than under the true generating model.
+    model, b, cov = _linear_gaussian(prior_components=2)
+    fixed, _, _ = _linear_gaussian()
+    weights, locs = [0.5, 0.5], [[2.5, 1.0], [-2.5, -1.0]]
+    trils = [0.3 * np.eye(2)] * 2
+    rng = np.random.default_rng(12)
+
+    def draw(n):
+        W = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
+        z = np.asarray(locs)[rng.integers(0, 2, n)] + 0.3 * rng.standard_normal((n, 2))
+        x = z @ W.T + b + rng.multivariate_normal(np.zeros(4), cov - W @ W.T, size=n)
+        return x.reshape(n, 2, 2, 1).astype(np.float32)
+
+    with pytest.raises(ValueError, match="prior_components"):
+        galaxy.fit_prior(fixed, np.zeros((10, 2)))
+    stats = galaxy.fit_prior(model, galaxy.posterior_draws(model, draw(2000), seed=13))
+    assert stats["draws"] == 2000 and stats["converged"] == 1.0
+    assert stats["log_density_mixture"] > stats["log_density_standard_normal"] + 1.0
+    layer = galaxy.prior_layer(model)
+    centres = np.sort(np.asarray(layer.locs)[:, 0])
+    # Posterior means shrink the latents towards 0 by 1 - post_var = 4/5 along the first axis.
+    np.testing.assert_allclose(centres, [-2.0, 2.0], atol=0.15)
+    held_out = draw(300)
+    fitted = galaxy.log_prob(model, held_out, 256, seed=14, refine_steps=30).mean()
+    standard = galaxy.log_prob(fixed, held_out, 256, seed=14, refine_steps=30).mean()
+    true = _exact_mixture_log_prob(held_out, b, cov, weights, locs, trils).mean()
+    assert fitted > standard + 0.5, (fitted, standard)
+    assert fitted < true + 0.05, (fitted, true)
 
 
 # --- the bivariate-normal baseline ------------------------------------------------------------
@@ -405,11 +487,21 @@ def test_short_training_beats_the_baseline(stamp_file, tmp_path):
     run = str(tmp_path / "run")
     overrides = {"train.epochs": 20, "data.val_fraction": 0.125, "data.eval_samples": 32,
                  "optimizer.learning_rate": 1.0e-3}
-    small = {"filters": [16, 32, 64], "hidden_units": [128]}
+    small = {"filters": [16, 32, 64], "hidden_units": [128], "prior_components": 4}
     result = training.train("galaxy_vae", stamp_file, run_dir=run, overrides=overrides,
                             model_config=small, verbose=0)
     losses = result.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    # After training the prior was fitted to the 448 training stamps' posteriors (2 draws each)
+    # and travels with the weights.
+    with open(os.path.join(run, "finalize.json")) as fh:
+        prior_fit = json.load(fh)
+    assert prior_fit["draws"] == 2 * 448
+    assert prior_fit["log_density_mixture"] > prior_fit["log_density_standard_normal"]
+    trained, _ = training.load_run(run)
+    np.testing.assert_allclose(np.asarray(galaxy.prior_layer(trained).locs),
+                               np.asarray(galaxy.prior_layer(result.model).locs))
+    assert np.abs(np.asarray(galaxy.prior_layer(trained).locs)).max() > 0.1
     with open(os.path.join(run, "config.json")) as fh:
         assert json.load(fh)["data"]["scale"] == pytest.approx(GalaxyConfig().noise_sigma)
     out = str(tmp_path / "eval")

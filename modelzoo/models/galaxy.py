@@ -22,7 +22,8 @@ with Keras 3, so the distributions live inside plain Keras layers and these func
     >>> image.mean(), image.variance()          # ... and the per-pixel uncertainty
     >>> galaxy.sample(model, 16)                # new galaxies
     >>> galaxy.log_prob(model, stamps, num_samples=128)  # nats per stamp
-    >>> galaxy.log_prob(model, stamps, 128, refine_steps=30)  # tighter: per-stamp q refined
+    >>> galaxy.log_prob(model, stamps, 128, refine_steps=30)  # tighter: refined, Laplace
+    >>> galaxy.fit_prior(model, galaxy.posterior_draws(model, training_stamps))  # p(z)
 
 Stamps are in *model units*: images divided by one constant per data set (the background noise
 sigma, see :mod:`modelzoo.data.galaxy`); densities are over those units.
@@ -158,6 +159,51 @@ class Reparameterize(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="modelzoo")
+class MixturePrior(layers.Layer):
+    """p(z) as a mixture of full-covariance normals, kept as non-trainable weights at the
+    decoder's input (z passes through unchanged), so the weights file carries the whole
+    generative model.
+
+    It starts as N(0, I) (every component standard) and training maximises the ELBO against
+    that; :func:`fit_prior` then fits the mixture to the aggregate posterior of the training
+    stamps, two-stage, as in Ghosh et al., "From Variational to Deterministic Autoencoders",
+    ICLR 2020 (ex-post density estimation) and Dai & Wipf, "Diagnosing and Enhancing VAE
+    Models", ICLR 2019. A standard-normal prior leaves regions where many posteriors crowd
+    (faint, compact galaxies) with little prior mass, and each such stamp pays for it in KL.
+    """
+
+    def __init__(self, components: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if components < 1:
+            raise ValueError(f"a mixture prior needs at least one component, got {components}")
+        self.components = int(components)
+
+    def build(self, input_shape) -> None:
+        d = int(input_shape[-1])
+        eye = np.broadcast_to(np.eye(d, dtype=np.float32), (self.components, d, d))
+        self.logits = self.add_weight(shape=(self.components,), initializer="zeros",
+                                      trainable=False, name="logits")
+        self.locs = self.add_weight(shape=(self.components, d), initializer="zeros",
+                                    trainable=False, name="locs")
+        self.scale_tril = self.add_weight(
+            shape=(self.components, d, d), initializer=keras.initializers.Constant(eye.copy()),
+            trainable=False, name="scale_tril")
+
+    def call(self, z):
+        return z
+
+    def distribution(self):
+        tfd = _tfd()
+        return tfd.MixtureSameFamily(
+            tfd.Categorical(logits=keras.ops.convert_to_tensor(self.logits)),
+            tfd.MultivariateNormalTriL(keras.ops.convert_to_tensor(self.locs),
+                                       keras.ops.convert_to_tensor(self.scale_tril)))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "components": self.components}
+
+
+@keras.saving.register_keras_serializable(package="modelzoo")
 class ELBOLoss(layers.Layer):
     """Adds the negative ELBO (nats per stamp, batch mean) as the model's loss and passes the
     decoder's mean and variance through.
@@ -259,6 +305,7 @@ def galaxy_vae(
     min_variance: float = 1e-3,
     input_transform: str = "asinh",
     beta_nll: float = 0.5,
+    prior_components: int = 0,
     seed: int | None = None,
 ) -> keras.Model:
     """Variational auto-encoder of galaxy stamps with a per-pixel normal decoder (Regier et al.).
@@ -277,6 +324,8 @@ def galaxy_vae(
         input_transform: ``"asinh"`` or ``"none"`` before the encoder.
         beta_nll: gradient weighting of the pixel log-densities by variance^beta during
             training (0: the plain ELBO gradient); the loss value is the ELBO either way.
+        prior_components: 0 for the fixed prior N(0, I); K > 0 for a K-component
+            :class:`MixturePrior`, N(0, I) until :func:`fit_prior` fits it after training.
         seed: seed of the reparameterisation noise during training.
 
     The model maps stamps to the decoder's (mean, variance) at one posterior sample and carries
@@ -309,10 +358,11 @@ def galaxy_vae(
 
     # Decoder: z -> (mean, variance) of p(x | z).
     dec_in = keras.Input(shape=(latent_dim,), name="z")
+    z_in = MixturePrior(prior_components, name="prior")(dec_in) if prior_components else dec_in
     if architecture == "conv":
-        raw = _conv_decoder(dec_in, image_size, bands, filters, hidden)
+        raw = _conv_decoder(z_in, image_size, bands, filters, hidden)
     else:
-        raw = _dense_decoder(dec_in, image_size, bands, hidden)
+        raw = _dense_decoder(z_in, image_size, bands, hidden)
     mean, variance = GaussianHead(bands, mean_activation, softening, min_variance,
                                   name="likelihood")(raw)
     decoder = keras.Model(dec_in, [mean, variance], name="decoder")
@@ -334,12 +384,74 @@ def latent_dim(model: keras.Model) -> int:
     return int(model.get_layer("decoder").inputs[0].shape[-1])
 
 
+def prior_layer(model: keras.Model) -> MixturePrior | None:
+    """The model's :class:`MixturePrior`, or None when p(z) is the fixed N(0, I)."""
+    decoder = model.get_layer("decoder")
+    return next((lay for lay in decoder.layers if isinstance(lay, MixturePrior)), None)
+
+
 def prior(model: keras.Model):
-    """p(z) = N(0, I) as a ``tfd.MultivariateNormalDiag``."""
+    """p(z): N(0, I) as a ``tfd.MultivariateNormalDiag``, or the model's fitted
+    :class:`MixturePrior` as a ``tfd.MixtureSameFamily``."""
     import tensorflow as tf
 
+    layer = prior_layer(model)
+    if layer is not None:
+        return layer.distribution()
     d = latent_dim(model)
     return _tfd().MultivariateNormalDiag(tf.zeros(d), tf.ones(d))
+
+
+def posterior_draws(model: keras.Model, batches, *, samples_per_stamp: int = 1,
+                    seed: int = 0) -> np.ndarray:
+    """Draws z ~ q(z | x), ``samples_per_stamp`` per stamp, of an array of stamps (N, S, S[, B])
+    in model units or an iterable of such arrays: a sample of the aggregate posterior."""
+    if isinstance(batches, np.ndarray):
+        batches = [batches]
+    rng = np.random.default_rng(seed)
+    encoder = model.get_layer("encoder")
+    draws = [np.zeros((0, latent_dim(model)), np.float32)]
+    for images in batches:
+        x = _as_stamps(model, images)
+        if len(x):
+            loc, scale = encoder.predict(x, batch_size=256, verbose=0)
+            for _ in range(int(samples_per_stamp)):
+                draws.append(loc + scale * rng.standard_normal(loc.shape).astype(np.float32))
+    return np.concatenate(draws)
+
+
+def fit_prior(model: keras.Model, draws: np.ndarray, *, seed: int = 0,
+              max_iterations: int = 300) -> dict[str, float]:
+    """Fit the model's :class:`MixturePrior` to posterior draws of training stamps
+    (:func:`posterior_draws`): a full-covariance Gaussian mixture by expectation-maximisation
+    (scikit-learn) becomes p(z); encoder and decoder are unchanged. Fit on training stamps only,
+    so that log p(x) of held-out stamps stays an honest estimate.
+
+    Returns ``{"draws", "log_density_mixture", "log_density_standard_normal", "converged"}``:
+    the mean log-density of the draws under the fitted mixture and under N(0, I); their
+    difference is what the fitted prior saves per stamp, in nats, on the training stamps.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    layer = prior_layer(model)
+    if layer is None:
+        raise ValueError("the model has the fixed prior N(0, I); build it with "
+                         "prior_components > 0 to fit one")
+    z = np.asarray(draws, np.float64)
+    if z.ndim != 2 or z.shape[1] != latent_dim(model):
+        raise ValueError(f"draws must be (N, {latent_dim(model)}), got {z.shape}")
+    if len(z) < 2 * layer.components:
+        raise ValueError(f"{len(z)} posterior draws are too few for a {layer.components}-"
+                         "component prior; use more training stamps or fewer components")
+    mixture = GaussianMixture(layer.components, covariance_type="full", reg_covar=1e-6,
+                              max_iter=int(max_iterations), random_state=int(seed)).fit(z)
+    layer.logits.assign(np.log(mixture.weights_).astype(np.float32))
+    layer.locs.assign(mixture.means_.astype(np.float32))
+    layer.scale_tril.assign(np.linalg.cholesky(mixture.covariances_).astype(np.float32))
+    standard = -0.5 * (np.sum(z**2, axis=1) + z.shape[1] * math.log(2 * math.pi))
+    return {"draws": float(len(z)), "log_density_mixture": float(mixture.score(z)),
+            "log_density_standard_normal": float(standard.mean()),
+            "converged": float(mixture.converged_)}
 
 
 def encode(model: keras.Model, images: np.ndarray, batch_size: int = 256):
@@ -369,8 +481,17 @@ def sample(model: keras.Model, n: int, seed: int | None = None,
     """``n`` new galaxies (n, S, S, B): z ~ p(z), then x ~ p(x | z) (``noise=False`` returns
     the decoder mean instead of a draw)."""
     rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, latent_dim(model))).astype(np.float32)
-    images = decode(model, z)
+    eps = rng.standard_normal((n, latent_dim(model)))
+    layer = prior_layer(model)
+    if layer is None:
+        z = eps
+    else:
+        logits = np.asarray(layer.logits, np.float64)
+        weights = np.exp(logits - logits.max())
+        component = rng.choice(len(weights), size=n, p=weights / weights.sum())
+        z = (np.asarray(layer.locs)[component]
+             + np.einsum("nij,nj->ni", np.asarray(layer.scale_tril)[component], eps))
+    images = decode(model, z.astype(np.float32))
     if not noise:
         return images.mean().numpy()
     mean, std = images.mean().numpy(), images.stddev().numpy()
@@ -388,15 +509,19 @@ def log_prob(
 ) -> np.ndarray:
     """Importance-weighted estimate of log p(x) per stamp, in nats (Burda et al. 2016).
 
-    ``log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)`` with ``z_k ~ q(z|x)``: a stochastic lower
-    bound of log p(x) (its expectation, not each draw), non-decreasing in K on average, equal to
-    the ELBO at K = 1 and consistent as K grows.
+    ``log (1/K) sum_k p(x|z_k) p(z_k) / r(z_k)`` with ``z_k ~ r``: a stochastic lower bound of
+    log p(x) (its expectation, not each draw) for any proposal r, non-decreasing in K on average
+    and consistent as K grows; with r = q(z|x) it equals the ELBO at K = 1. p(z) is the model's
+    prior (:func:`prior`).
 
     With ``refine_steps > 0`` the proposal is the equal mixture of the encoder's q(z|x) and a
-    per-stamp refined posterior (:func:`refine_posterior`), half of the K draws from each
-    (stratified; weights use the mixture density, so the estimate stays unbiased for p(x)).
-    The mixture is a *defensive* proposal (Hesterberg 1995): it costs at most log 2 against the
-    better of the two, so refinement can only tighten the bound, never break it.
+    full-covariance Laplace approximation of the posterior: centred at the per-stamp refined
+    posterior mean (:func:`refine_posterior`), with precision the Fisher information of
+    p(x | z) there plus the prior's precision. The decoder constrains z along oblique
+    directions that a diagonal q can only cover by shrinking every axis; the full covariance
+    follows them. Half of the K draws come from each part (stratified; weights use the mixture
+    density). The mixture is a *defensive* proposal (Hesterberg 1995): it costs at most log 2
+    against the better of its parts, so refinement can only tighten the bound, never break it.
 
     Args:
         model: a ``galaxy_vae`` model.
@@ -404,36 +529,65 @@ def log_prob(
         num_samples: K, importance samples per stamp.
         seed: seed of the proposal draws (None: fresh randomness).
         max_decodes: stamps x samples decoded per step (memory).
-        refine_steps: gradient steps of :func:`refine_posterior` (0: the encoder alone).
+        refine_steps: gradient steps of :func:`refine_posterior` before the Laplace
+            approximation (0: the encoder alone).
     """
     import tensorflow as tf
 
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     x = _as_stamps(model, images)
-    encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
+    encoder = model.get_layer("encoder")
     rng = np.random.default_rng(seed)
     d, k = latent_dim(model), int(num_samples)
     loc, scale = encoder.predict(x, batch_size=256, verbose=0)
-    refined_loc, refined_scale = loc, scale
+    laplace_loc = loc
+    laplace_tril = np.zeros((len(x), d, d), np.float32)
     # Draws from the encoder's q: all of them, or the first half when refining.
     from_encoder = k
     if refine_steps > 0:
-        refined_loc, refined_scale = _refine(
+        laplace_loc, refined_scale = _refine(
             model, x, loc, scale, refine_steps, seed=None if seed is None else seed + 1)
+        laplace_tril = laplace_scale_tril(model, x, laplace_loc)
         from_encoder = k // 2
     step = max(1, max_decodes // k)
     chunk_log_prob = _compiled(model, ("log_prob", k, from_encoder),
-                               lambda: _make_log_prob_fn(decoder, d, k, from_encoder))
+                               lambda: _make_log_prob_fn(model, d, k, from_encoder))
     out = []
     for start in range(0, len(x), step):
         rows = slice(start, start + step)
         eps = rng.standard_normal((k, len(x[rows]), d)).astype(np.float32)
         out.append(chunk_log_prob(
             tf.constant(x[rows]), tf.constant(loc[rows]), tf.constant(scale[rows]),
-            tf.constant(refined_loc[rows]), tf.constant(refined_scale[rows]),
+            tf.constant(laplace_loc[rows]), tf.constant(laplace_tril[rows]),
             tf.constant(eps)).numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def laplace_scale_tril(model: keras.Model, images: np.ndarray, z: np.ndarray,
+                       max_decodes: int = 256) -> np.ndarray:
+    """Cholesky factors (N, d, d) of the Laplace covariance of p(z | x) at ``z`` (one per stamp).
+
+    The precision is the Fisher information of the decoder's normal pixels at z,
+    ``J_mean^T V^-1 J_mean + 1/2 J_var^T V^-2 J_var`` (Jacobians by forward-mode
+    differentiation, one tangent per latent axis; positive semi-definite, unlike the Hessian
+    away from the mode), plus the prior's precision there (for a mixture prior, the
+    components' precisions weighted by their responsibilities for z).
+    """
+    import tensorflow as tf
+
+    x = _as_stamps(model, images)
+    d = latent_dim(model)
+    precision_fn = _compiled(model, ("laplace",), lambda: _make_precision_fn(model, d))
+    step = max(1, max_decodes // d)
+    out = []
+    for start in range(0, len(x), step):
+        rows = slice(start, start + step)
+        precision = precision_fn(tf.constant(np.asarray(z[rows], np.float32))).numpy()
+        covariance = np.linalg.inv(precision.astype(np.float64))
+        covariance = 0.5 * (covariance + np.swapaxes(covariance, 1, 2))
+        out.append(np.linalg.cholesky(covariance).astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, d, d), np.float32)
 
 
 def refine_posterior(
@@ -454,7 +608,9 @@ def refine_posterior(
     Kim et al., ICML 2018). Steps are taken with Adam in the encoder posterior's whitened
     coordinates (``loc = m + s * u``, ``log scale = log s + w``), so ``learning_rate`` is in
     posterior widths, whatever the stamp's signal-to-noise; it decays to zero over the steps
-    (cosine), so early steps travel and late ones settle. The decoder is not changed.
+    (cosine), so early steps travel and late ones settle. The decoder is not changed. The
+    ELBO's KL term is against the model's prior: analytic for N(0, I), a Monte Carlo estimate
+    (same draws) for a mixture.
 
     Returns a ``tfd.MultivariateNormalDiag`` with batch shape (N,).
     """
@@ -478,8 +634,7 @@ def _refine(model: keras.Model, x: np.ndarray, loc: np.ndarray, scale: np.ndarra
         return loc, scale
     rng = np.random.default_rng(seed)
     d, s = latent_dim(model), int(num_samples)
-    refine = _compiled(model, ("refine", s),
-                       lambda: _make_refine_fn(model.get_layer("decoder"), d))
+    refine = _compiled(model, ("refine", s), lambda: _make_refine_fn(model, d))
     step = max(1, max_decodes // s)
     out_loc, out_scale = [], []
     for start in range(0, len(x), step):
@@ -504,46 +659,78 @@ def _compiled(model: keras.Model, key: tuple, make):
     return fns[key]
 
 
-def _log_likelihood(decoder: keras.Model, xb, z, d: int):
+def _log_likelihood(decoder: keras.Model, xb, z):
     """log p(x | z) for draws z (K, n, d) of n stamps xb: (K, n)."""
     import tensorflow as tf
 
     tfd = _tfd()
-    k, n = tf.shape(z)[0], tf.shape(xb)[0]
-    mean, variance = decoder(tf.reshape(z, (-1, d)), training=False)
-    shape = tf.concat([[k, n], tf.shape(xb)[1:]], 0)
+    mean, variance = decoder(tf.reshape(z, (-1, tf.shape(z)[-1])), training=False)
+    shape = tf.concat([tf.shape(z)[:2], tf.shape(xb)[1:]], 0)
     mean, variance = tf.reshape(mean, shape), tf.reshape(variance, shape)
     return tfd.Independent(tfd.Normal(mean, tf.sqrt(variance)), 3).log_prob(xb[None])
 
 
-def _make_log_prob_fn(decoder: keras.Model, d: int, k: int, from_encoder: int):
+def _make_log_prob_fn(model: keras.Model, d: int, k: int, from_encoder: int):
     import tensorflow as tf
 
     tfd = _tfd()
+    decoder = model.get_layer("decoder")
     share = from_encoder / k
 
     @tf.function(reduce_retracing=True)
-    def chunk_log_prob(xb, loc, scale, refined_loc, refined_scale, eps):
+    def chunk_log_prob(xb, loc, scale, laplace_loc, laplace_tril, eps):
         q = tfd.MultivariateNormalDiag(loc, scale)
-        z = tf.concat([loc + scale * eps[:from_encoder],
-                       refined_loc + refined_scale * eps[from_encoder:]], 0)  # (K, n, d)
+        laplace_z = laplace_loc + tf.einsum("nij,knj->kni", laplace_tril, eps[from_encoder:])
+        z = tf.concat([loc + scale * eps[:from_encoder], laplace_z], 0)  # (K, n, d)
         log_q = q.log_prob(z)
         if from_encoder < k:  # the stratified mixture's density
-            refined_q = tfd.MultivariateNormalDiag(refined_loc, refined_scale)
-            parts = [refined_q.log_prob(z) + math.log(1 - share)]
+            laplace = tfd.MultivariateNormalTriL(laplace_loc, laplace_tril)
+            parts = [laplace.log_prob(z) + math.log(1 - share)]
             if from_encoder:
                 parts.append(log_q + math.log(share))
             log_q = tf.reduce_logsumexp(tf.stack(parts), axis=0)
-        log_pz = tfd.MultivariateNormalDiag(tf.zeros(d), tf.ones(d)).log_prob(z)
-        log_w = tf.cast(_log_likelihood(decoder, xb, z, d) + log_pz - log_q, tf.float64)
+        log_pz = prior(model).log_prob(z)
+        log_w = tf.cast(_log_likelihood(decoder, xb, z) + log_pz - log_q, tf.float64)
         return tf.reduce_logsumexp(log_w, axis=0) - math.log(k)
 
     return chunk_log_prob
 
 
-def _make_refine_fn(decoder: keras.Model, d: int):
+def _make_precision_fn(model: keras.Model, d: int):
     import tensorflow as tf
 
+    decoder, layer = model.get_layer("decoder"), prior_layer(model)
+
+    @tf.function(reduce_retracing=True)
+    def precision(z):
+        n = tf.shape(z)[0]
+        # All d tangents at once: stamp i's z repeated d times, tangent j = unit vector j.
+        primal = tf.repeat(z, d, axis=0)  # (n d, d), row i * d + j
+        tangent = tf.tile(tf.eye(d), [n, 1])
+        with tf.autodiff.ForwardAccumulator(primal, tangent) as acc:
+            mean, variance = decoder(primal, training=False)
+        jac_mean = tf.reshape(acc.jvp(mean), (n, d, -1))  # (n, d, pixels)
+        jac_var = tf.reshape(acc.jvp(variance), (n, d, -1))
+        variance = tf.reshape(variance, (n, d, -1))[:, 0]  # (n, pixels)
+        fisher = (tf.einsum("nip,np,njp->nij", jac_mean, 1.0 / variance, jac_mean)
+                  + 0.5 * tf.einsum("nip,np,njp->nij", jac_var, variance**-2, jac_var))
+        if layer is None:
+            return fisher + tf.eye(d)
+        components = layer.distribution().components_distribution
+        scale_inv = tf.linalg.inv(components.scale.to_dense())  # (C, d, d)
+        component_precision = tf.matmul(scale_inv, scale_inv, transpose_a=True)
+        log_joint = (tf.math.log_softmax(layer.logits)[None]
+                     + components.log_prob(z[:, None, :]))  # (n, C)
+        responsibility = tf.nn.softmax(log_joint, axis=-1)
+        return fisher + tf.einsum("nc,cij->nij", responsibility, component_precision)
+
+    return precision
+
+
+def _make_refine_fn(model: keras.Model, d: int):
+    import tensorflow as tf
+
+    decoder, layer = model.get_layer("decoder"), prior_layer(model)
     beta1, beta2, tiny = 0.9, 0.999, 1e-8
 
     def adam(param, grad, first, second, step, learning_rate):
@@ -551,6 +738,14 @@ def _make_refine_fn(decoder: keras.Model, d: int):
         second = beta2 * second + (1 - beta2) * grad**2
         m_hat, v_hat = first / (1 - beta1**step), second / (1 - beta2**step)
         return param - learning_rate * m_hat / (tf.sqrt(v_hat) + tiny), first, second
+
+    def kl_divergence(q_loc, q_log_scale, z):
+        if layer is None:  # against N(0, I): analytic
+            return tf.reduce_sum(
+                0.5 * (q_loc**2 + tf.exp(2.0 * q_log_scale) - 1.0) - q_log_scale, axis=-1)
+        # -entropy(q) - E_q[log p(z)], the expectation over the step's draws z (S, n, d).
+        entropy = tf.reduce_sum(q_log_scale, axis=-1) + 0.5 * d * (1.0 + math.log(2 * math.pi))
+        return -entropy - tf.reduce_mean(layer.distribution().log_prob(z), axis=0)
 
     @tf.function(reduce_retracing=True)
     def refine(xb, loc, scale, eps, learning_rate):
@@ -564,9 +759,8 @@ def _make_refine_fn(decoder: keras.Model, d: int):
                 tape.watch([u, w])
                 q_loc, q_log_scale = loc + scale * u, log_scale + w
                 z = q_loc + tf.exp(q_log_scale) * eps[t]
-                kl = tf.reduce_sum(
-                    0.5 * (q_loc**2 + tf.exp(2.0 * q_log_scale) - 1.0) - q_log_scale, axis=-1)
-                elbo = tf.reduce_mean(_log_likelihood(decoder, xb, z, d), axis=0) - kl
+                elbo = (tf.reduce_mean(_log_likelihood(decoder, xb, z), axis=0)
+                        - kl_divergence(q_loc, q_log_scale, z))
                 loss = -tf.reduce_sum(elbo)  # stamps are independent: one sum, own gradients
             grad_u, grad_w = tape.gradient(loss, [u, w])
             step = tf.cast(t + 1, tf.float32)

@@ -42,6 +42,10 @@ class Task(Protocol):
         self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict
     ) -> None: ...
 
+    # Optional: ``finalize(model, path, data_cfg, group, seed) -> dict[str, float]`` runs on
+    # every rank once training is over, before the final weights are written (the galaxy task
+    # fits its prior there); its statistics go to the run folder's finalize.json.
+
     def evaluate(
         self, model: keras.Model, path: str, data_cfg: dict, split: str, output_dir: str | None,
         group: ProcessGroup,

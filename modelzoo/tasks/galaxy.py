@@ -17,8 +17,9 @@ Recipe keys (``data`` section): ``scale`` (``auto`` or a number), ``val_fraction
 by one of the 8 symmetries of the square, see :mod:`modelzoo.data.augment`), ``eval_samples``,
 ``eval_refine_steps`` (per-stamp posterior refinement before importance sampling, see
 :func:`modelzoo.models.galaxy.log_prob`; 0 uses the encoder alone),
-``eval_max_stamps``, ``baseline_noise`` (``auto``, ``known``, ``constant``),
-``baseline_psf_components``.
+``eval_max_stamps``, ``prior_draws`` (posterior draws per training stamp to which a model
+built with ``prior_components > 0`` fits its mixture prior after training),
+``baseline_noise`` (``auto``, ``known``, ``constant``), ``baseline_psf_components``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,25 @@ class GalaxyDensity:
             streams.train, kind, seed=seed + 7919 * group.rank,
             first_step=first_epoch * streams.steps_per_epoch)
         return streams
+
+    def finalize(
+        self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup, seed: int,
+    ) -> dict[str, float]:
+        """After training, fit the model's mixture prior (if it has one) to the aggregate
+        posterior of the training stamps (:func:`modelzoo.models.galaxy.fit_prior`). Each rank
+        draws from its shard; every rank fits the same mixture to all draws."""
+        if vae.prior_layer(model) is None:
+            return {}
+        stamps = self.open(path, data_cfg)
+        train_rows, _ = split_rows(stamps.num_stamps, data_cfg.get("val_fraction", 0.1))
+        here = shard_rows(train_rows, group)
+        block = 2048
+        batches = (stamps.arrays((start, min(start + block, here[1])))["images"]
+                   for start in range(here[0], here[1], block))
+        draws = vae.posterior_draws(model, batches,
+                                    samples_per_stamp=int(data_cfg.get("prior_draws", 2)),
+                                    seed=seed + 7919 * group.rank)
+        return vae.fit_prior(model, group.allgather(draws, name="prior_draws"), seed=seed)
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         # The loss is the negative ELBO the model adds itself (ELBOLoss layer).
