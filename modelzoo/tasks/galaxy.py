@@ -136,6 +136,7 @@ class GalaxyDensity:
             "vae_elbo_mean": float(gathered["vae_elbo"].mean()),
             "importance_samples": num_samples,
             "refine_steps": refine_steps,
+            "prior_components": getattr(vae.prior_layer(model), "components", 0),
             "baseline_noise": result["noise"],
             "baseline_converged_fraction": float(gathered["baseline_converged"].mean()),
             "scale": stamps.scale,
