@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,12 @@ def latest_checkpoint(run_dir: str) -> tuple[str, int] | None:
 
 
 def _restore(model: keras.Model, checkpoint: str) -> None:
-    model.load_weights(os.path.join(checkpoint, WEIGHTS_FILE))
+    with warnings.catch_warnings():
+        # The weights file also holds the optimizer's variables, which Keras skips because the
+        # optimizer is not built yet; they are restored from optimizer.npz below, so the
+        # "Skipping variable loading for optimizer" warning would only alarm the user.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(os.path.join(checkpoint, WEIGHTS_FILE))
     optimizer = model.optimizer
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
