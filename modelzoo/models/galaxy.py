@@ -34,6 +34,9 @@ References:
     D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014, arXiv:1312.6114.
     Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016,
     arXiv:1509.00519.
+    P. Ghosh, M. S. M. Sajjadi, A. Vergari, M. Black, B. Scholkopf, "From Variational to
+    Deterministic Autoencoders", ICLR 2020, arXiv:1903.12436 (ex-post density estimation).
+    B. Dai, D. Wipf, "Diagnosing and Enhancing VAE Models", ICLR 2019, arXiv:1903.05789.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ _CITATION = (
     "Regier, McAuliffe, Prabhat, A deep generative model for astronomical images of galaxies, "
     "NIPS 2015 Workshop on Advances in Approximate Bayesian Inference; Kingma & Welling, "
     "Auto-Encoding Variational Bayes, ICLR 2014; Burda et al., Importance Weighted "
-    "Autoencoders, ICLR 2016"
+    "Autoencoders, ICLR 2016; fitted prior: Ghosh et al., From Variational to Deterministic "
+    "Autoencoders, ICLR 2020, and Dai & Wipf, Diagnosing and Enhancing VAE Models, ICLR 2019"
 )
 _LAYOUT = (
     "HDF5 images (N,S,S) or (N,S,S,B) sky-subtracted; optional noise_variance (same shape) and "
