@@ -6,7 +6,7 @@
 #
 # Defaults: runs/galaxy_long, 48,000 stamps (the last 10% held out), 24 epochs, 2 generator
 # processes, the "prominent" population (`modelzoo data galaxy --help`), dihedral augmentation:
-# about two and a half hours on 2 CPU cores. Results: OUT_DIR/eval/metrics.json, OUT_DIR/eval/log_probs.npz
+# about 2.2 hours on 2 CPU cores. Results: OUT_DIR/eval/metrics.json, OUT_DIR/eval/log_probs.npz
 # and the figures.
 #
 # Measured on 2 CPU cores (fractions of the 1,200 held-out stamps on which the VAE's log p(x)
