@@ -638,7 +638,7 @@ def _refine(model: keras.Model, x: np.ndarray, loc: np.ndarray, scale: np.ndarra
         return loc, scale
     rng = np.random.default_rng(seed)
     d, s = latent_dim(model), int(num_samples)
-    refine = _compiled(model, ("refine", s), lambda: _make_refine_fn(model, d))
+    refine = _compiled(model, ("refine", s), lambda: _make_refine_fn(model))
     step = max(1, max_decodes // s)
     out_loc, out_scale = [], []
     for start in range(0, len(x), step):
@@ -731,7 +731,7 @@ def _make_precision_fn(model: keras.Model, d: int):
     return precision
 
 
-def _make_refine_fn(model: keras.Model, d: int):
+def _make_refine_fn(model: keras.Model):
     import tensorflow as tf
 
     decoder, layer = model.get_layer("decoder"), prior_layer(model)
@@ -748,7 +748,7 @@ def _make_refine_fn(model: keras.Model, d: int):
             return tf.reduce_sum(
                 0.5 * (q_loc**2 + tf.exp(2.0 * q_log_scale) - 1.0) - q_log_scale, axis=-1)
         # -entropy(q) - E_q[log p(z)], the expectation over the step's draws z (S, n, d).
-        entropy = tf.reduce_sum(q_log_scale, axis=-1) + 0.5 * d * (1.0 + math.log(2 * math.pi))
+        entropy = _tfd().MultivariateNormalDiag(q_loc, tf.exp(q_log_scale)).entropy()
         return -entropy - tf.reduce_mean(layer.distribution().log_prob(z), axis=0)
 
     @tf.function(reduce_retracing=True)
