@@ -332,6 +332,9 @@ def train(
             _Checkpoint(run_dir, int(train_cfg.get("keep_checkpoints", 2))),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
         ]
+    task_callbacks = getattr(task, "callbacks", None)
+    if task_callbacks:
+        all_callbacks += task_callbacks(net, data, cfg.get("data", {}), group, seed)
     all_callbacks += list(callbacks or [])
     start = time.perf_counter()
     history = {}

@@ -193,6 +193,54 @@ def test_mixture_prior_starts_standard_and_its_log_prob_is_exact():
     np.testing.assert_allclose(draws.mean(axis=0), mean, atol=0.08)
 
 
+def test_training_loss_is_the_elbo_under_the_current_prior():
+    # The linear-Gaussian model's expected ELBO is analytic: E_q log p(x|z) in closed form minus
+    # KL(q || p). The training loss (a one-draw estimate per stamp, averaged over a large batch)
+    # must match it for N(0, I), for the unfitted mixture, and for a fitted one; against the
+    # fitted prior N(m, L L^T) the KL differs from N(0, I)'s by several nats.
+    import tensorflow_probability as tfp
+
+    tfd = tfp.distributions
+    W = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
+    s2 = 0.5
+    locs, trils = [[1.5, -1.0]], [[[0.6, 0.0], [0.3, 0.9]]]
+
+    def expected_loss(model, x, prior):
+        q = galaxy.encode(model, x)
+        mu, var = np.asarray(q.mean(), np.float64), np.asarray(q.variance(), np.float64)
+        resid = x.reshape(len(x), -1) - (mu @ W.T + b)
+        recon = -0.5 * np.sum((resid**2 + var @ (W**2).T) / s2 + np.log(2 * np.pi * s2), axis=1)
+        kl = tfd.kl_divergence(tfd.MultivariateNormalDiag(mu, np.sqrt(var)), prior).numpy()
+        return -np.mean(recon - kl)
+
+    def training_loss(model, x):
+        model(x, training=True)
+        return float(sum(model.losses))
+
+    standard = tfd.MultivariateNormalDiag(np.zeros(2), np.ones(2))
+    fixed, b, cov = _linear_gaussian(encoder_shift=0.4, encoder_scale=1.5)
+    mixture, _, _ = _linear_gaussian(encoder_shift=0.4, encoder_scale=1.5, prior_components=1)
+    x = np.repeat(_draw(b, cov, 8, seed=20), 2500, axis=0)
+    for model in (fixed, mixture):
+        assert training_loss(model, x) == pytest.approx(expected_loss(model, x, standard), abs=0.08)
+    _set_mixture_prior(mixture, [1.0], locs, trils)
+    fitted = tfd.MultivariateNormalTriL(np.asarray(locs[0], np.float64),
+                                        np.asarray(trils[0], np.float64))
+    want = expected_loss(mixture, x, fitted)
+    assert abs(want - expected_loss(mixture, x, standard)) > 2.0
+    assert training_loss(mixture, x) == pytest.approx(want, abs=0.08)
+
+
+def test_prior_refits_need_a_mixture_prior():
+    from modelzoo.distributed import ProcessGroup
+    from modelzoo.tasks import get_task
+
+    task, model = get_task("galaxy_density"), _linear_gaussian()[0]
+    assert task.callbacks(model, "stamps.h5", {}, ProcessGroup(), 0) == []
+    with pytest.raises(ValueError, match="prior_components"):
+        task.callbacks(model, "stamps.h5", {"prior_refit_from": 3}, ProcessGroup(), 0)
+
+
 def test_fitted_prior_follows_the_aggregate_posterior():
     # Latents in two clusters; the encoder is the exact posterior under N(0, I). The prior
     # fitted to the encoder's draws puts its mass on the clusters, and held-out stamps become
@@ -486,14 +534,21 @@ def test_short_training_beats_the_baseline(stamp_file, tmp_path):
 
     run = str(tmp_path / "run")
     overrides = {"train.epochs": 20, "data.val_fraction": 0.125, "data.eval_samples": 32,
-                 "optimizer.learning_rate": 1.0e-3}
+                 "optimizer.learning_rate": 1.0e-3, "data.prior_refit_from": 18}
     small = {"filters": [16, 32, 64], "hidden_units": [128], "prior_components": 4}
     result = training.train("galaxy_vae", stamp_file, run_dir=run, overrides=overrides,
                             model_config=small, verbose=0)
     losses = result.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    # After training the prior was fitted to the 448 training stamps' posteriors (2 draws each)
-    # and travels with the weights.
+    # The last two epochs trained against a prior refitted at their start: their checkpoints
+    # hold it (a fit moves the components off N(0, I)'s zero means).
+    for epoch in (19, 20):
+        checkpoint = galaxy.galaxy_vae(**small)
+        checkpoint.load_weights(os.path.join(run, "checkpoints", f"epoch-{epoch:04d}",
+                                             "model.weights.h5"))
+        assert np.abs(np.asarray(galaxy.prior_layer(checkpoint).locs)).max() > 0.1
+    # After training the prior was fitted again to the 448 training stamps' posteriors
+    # (2 draws each) and travels with the weights.
     with open(os.path.join(run, "finalize.json")) as fh:
         prior_fit = json.load(fh)
     assert prior_fit["draws"] == 2 * 448

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -168,12 +169,15 @@ class MixturePrior(layers.Layer):
     decoder's input (z passes through unchanged), so the weights file carries the whole
     generative model.
 
-    It starts as N(0, I) (every component standard) and training maximises the ELBO against
-    that; :func:`fit_prior` then fits the mixture to the aggregate posterior of the training
-    stamps, two-stage, as in Ghosh et al., "From Variational to Deterministic Autoencoders",
-    ICLR 2020 (ex-post density estimation) and Dai & Wipf, "Diagnosing and Enhancing VAE
-    Models", ICLR 2019. A standard-normal prior leaves regions where many posteriors crowd
-    (faint, compact galaxies) with little prior mass, and each such stamp pays for it in KL.
+    It starts as N(0, I) (every component standard); :func:`fit_prior` fits the mixture to the
+    aggregate posterior of the training stamps, two-stage, as in Ghosh et al., "From
+    Variational to Deterministic Autoencoders", ICLR 2020 (ex-post density estimation) and
+    Dai & Wipf, "Diagnosing and Enhancing VAE Models", ICLR 2019: after training, or also at
+    the start of late epochs (the task's ``data.prior_refit_from``), so that encoder and
+    decoder then train against the fitted prior (an empirical-Bayes alternation, as in the
+    VAE with a learned mixture prior of Tomczak & Welling, "VAE with a VampPrior", AISTATS
+    2018). A standard-normal prior leaves regions where many posteriors crowd (faint, compact
+    galaxies) with little prior mass, and each such stamp pays for it in KL.
     """
 
     def __init__(self, components: int, **kwargs: Any) -> None:
@@ -212,8 +216,11 @@ class ELBOLoss(layers.Layer):
     """Adds the negative ELBO (nats per stamp, batch mean) as the model's loss and passes the
     decoder's mean and variance through.
 
-    ``log p(x|z)`` is the log-density of the diagonal normal over all pixels and bands; the KL
-    divergence between the diagonal-normal posterior and the standard-normal prior is analytic.
+    ``log p(x|z)`` is the log-density of the diagonal normal over all pixels and bands. The KL
+    divergence from the diagonal-normal posterior to the prior is analytic for N(0, I); for a
+    :class:`MixturePrior` (``prior``: its ``distribution`` method) it is the one-draw Monte
+    Carlo estimate ``-H(q) - log p(z)`` at the training draw z (unbiased; for the unfitted
+    mixture, N(0, I), its expectation is the analytic value).
 
     With ``beta_nll > 0`` the loss *value* stays the negative ELBO but its gradient is that of
     the beta-NLL (Seitzer et al., ICLR 2022): each pixel's log-density is weighted by its
@@ -223,18 +230,26 @@ class ELBOLoss(layers.Layer):
     unchanged.
     """
 
-    def __init__(self, beta_nll: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, beta_nll: float = 0.0, prior: Callable[[], Any] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.beta_nll = float(beta_nll)
+        # A bound method, not the layer: Keras would track a layer attribute as a sublayer and
+        # save the prior's weights twice (they belong to the decoder). Not in get_config; the
+        # builder wires it.
+        self.prior = prior
 
-    def call(self, x, loc, scale, mean, variance):
+    def call(self, x, loc, scale, z, mean, variance):
         import tensorflow as tf
 
         tfd = _tfd()
         pixel_log_prob = tfd.Normal(mean, tf.sqrt(variance)).log_prob(x)
         posterior = tfd.MultivariateNormalDiag(loc, scale)
-        prior = tfd.MultivariateNormalDiag(tf.zeros_like(loc), tf.ones_like(scale))
-        kl = tfd.kl_divergence(posterior, prior)
+        if self.prior is None:
+            standard = tfd.MultivariateNormalDiag(tf.zeros_like(loc), tf.ones_like(scale))
+            kl = tfd.kl_divergence(posterior, standard)
+        else:
+            kl = -posterior.entropy() - self.prior().log_prob(z)
         elbo = tf.reduce_sum(pixel_log_prob, axis=(1, 2, 3)) - kl
         loss = -tf.reduce_mean(elbo)
         if self.beta_nll > 0:
@@ -329,7 +344,8 @@ def galaxy_vae(
         beta_nll: gradient weighting of the pixel log-densities by variance^beta during
             training (0: the plain ELBO gradient); the loss value is the ELBO either way.
         prior_components: 0 for the fixed prior N(0, I); K > 0 for a K-component
-            :class:`MixturePrior`, N(0, I) until :func:`fit_prior` fits it after training.
+            :class:`MixturePrior`, N(0, I) until :func:`fit_prior` fits it; the ELBO is
+            always against the model's current prior.
         seed: seed of the reparameterisation noise during training.
 
     The model maps stamps to the decoder's (mean, variance) at one posterior sample and carries
@@ -362,7 +378,8 @@ def galaxy_vae(
 
     # Decoder: z -> (mean, variance) of p(x | z).
     dec_in = keras.Input(shape=(latent_dim,), name="z")
-    z_in = MixturePrior(prior_components, name="prior")(dec_in) if prior_components else dec_in
+    mixture = MixturePrior(prior_components, name="prior") if prior_components else None
+    z_in = mixture(dec_in) if mixture else dec_in
     if architecture == "conv":
         raw = _conv_decoder(z_in, image_size, bands, filters, hidden)
     else:
@@ -376,7 +393,8 @@ def galaxy_vae(
     q_loc, q_scale = encoder(x)
     z = Reparameterize(seed, name="reparameterize")(q_loc, q_scale)
     p_mean, p_var = decoder(z)
-    outputs = ELBOLoss(beta_nll, name="elbo")(x, q_loc, q_scale, p_mean, p_var)
+    outputs = ELBOLoss(beta_nll, mixture.distribution if mixture else None,
+                       name="elbo")(x, q_loc, q_scale, z, p_mean, p_var)
     return keras.Model(x, list(outputs), name="galaxy_vae")
 
 
@@ -425,11 +443,15 @@ def posterior_draws(model: keras.Model, batches, *, samples_per_stamp: int = 1,
 
 
 def fit_prior(model: keras.Model, draws: np.ndarray, *, seed: int = 0,
-              max_iterations: int = 300) -> dict[str, float]:
+              max_iterations: int = 300, warm_start: bool = False) -> dict[str, float]:
     """Fit the model's :class:`MixturePrior` to posterior draws of training stamps
     (:func:`posterior_draws`): a full-covariance Gaussian mixture by expectation-maximisation
     (scikit-learn) becomes p(z); encoder and decoder are unchanged. Fit on training stamps only,
     so that log p(x) of held-out stamps stays an honest estimate.
+
+    ``warm_start``: start EM from the current mixture if it has been fitted before (refits
+    during training: the prior the encoder trains against then moves continuously, and EM
+    needs few iterations); otherwise, and for the unfitted N(0, I), from k-means.
 
     Returns ``{"draws", "log_density_mixture", "log_density_standard_normal", "converged"}``:
     the mean log-density of the draws under the fitted mixture and under N(0, I); their
@@ -447,8 +469,16 @@ def fit_prior(model: keras.Model, draws: np.ndarray, *, seed: int = 0,
     if len(z) < 2 * layer.components:
         raise ValueError(f"{len(z)} posterior draws are too few for a {layer.components}-"
                          "component prior; use more training stamps or fewer components")
+    init = {}
+    locs = np.asarray(layer.locs, np.float64)
+    if warm_start and np.ptp(locs, axis=0).max() > 0:  # identical components: never fitted
+        scale_inv = np.linalg.inv(np.asarray(layer.scale_tril, np.float64))
+        init = {"weights_init": _softmax(np.asarray(layer.logits, np.float64)),
+                "means_init": locs,
+                "precisions_init": np.swapaxes(scale_inv, 1, 2) @ scale_inv}
     mixture = GaussianMixture(layer.components, covariance_type="full", reg_covar=1e-6,
-                              max_iter=int(max_iterations), random_state=int(seed)).fit(z)
+                              max_iter=int(max_iterations), random_state=int(seed),
+                              **init).fit(z)
     layer.logits.assign(np.log(mixture.weights_).astype(np.float32))
     layer.locs.assign(mixture.means_.astype(np.float32))
     layer.scale_tril.assign(np.linalg.cholesky(mixture.covariances_).astype(np.float32))
@@ -456,6 +486,11 @@ def fit_prior(model: keras.Model, draws: np.ndarray, *, seed: int = 0,
     return {"draws": float(len(z)), "log_density_mixture": float(mixture.score(z)),
             "log_density_standard_normal": float(standard.mean()),
             "converged": float(mixture.converged_)}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
 
 
 def encode(model: keras.Model, images: np.ndarray, batch_size: int = 256):

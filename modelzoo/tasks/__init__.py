@@ -45,6 +45,8 @@ class Task(Protocol):
     # Optional: ``finalize(model, path, data_cfg, group, seed) -> dict[str, float]`` runs on
     # every rank once training is over, before the final weights are written (the galaxy task
     # fits its prior there); its statistics go to the run folder's finalize.json.
+    # Optional: ``callbacks(model, path, data_cfg, group, seed) -> list[keras.callbacks.Callback]``
+    # are added to every rank's training loop (the galaxy task refits its prior in late epochs).
 
     def evaluate(
         self, model: keras.Model, path: str, data_cfg: dict, split: str, output_dir: str | None,

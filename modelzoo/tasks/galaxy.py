@@ -19,6 +19,8 @@ by one of the 8 symmetries of the square, see :mod:`modelzoo.data.augment`), ``e
 :func:`modelzoo.models.galaxy.log_prob`; 0 uses the encoder alone),
 ``eval_max_stamps``, ``prior_draws`` (posterior draws per training stamp to which a model
 built with ``prior_components > 0`` fits its mixture prior after training),
+``prior_refit_from`` (epoch from which the prior is also refitted at the start of every epoch,
+so that encoder and decoder train against it; unset: only after training),
 ``baseline_noise`` (``auto``, ``known``, ``constant``), ``baseline_psf_components``.
 """
 
@@ -80,14 +82,34 @@ class GalaxyDensity:
             first_step=first_epoch * streams.steps_per_epoch)
         return streams
 
+    def callbacks(
+        self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup, seed: int,
+    ) -> list[keras.callbacks.Callback]:
+        """``data.prior_refit_from: E``: refit the model's mixture prior at the start of every
+        epoch from E on, so that the last epochs train against it (none by default)."""
+        first = data_cfg.get("prior_refit_from")
+        if first is None:
+            return []
+        if vae.prior_layer(model) is None:
+            raise ValueError("data.prior_refit_from needs a model built with "
+                             "prior_components > 0 (--model-config prior_components=K)")
+        return [_PriorRefit(self, path, data_cfg, group, seed, int(first))]
+
     def finalize(
         self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup, seed: int,
     ) -> dict[str, float]:
         """After training, fit the model's mixture prior (if it has one) to the aggregate
-        posterior of the training stamps (:func:`modelzoo.models.galaxy.fit_prior`). Each rank
-        draws from its shard; every rank fits the same mixture to all draws."""
+        posterior of the training stamps (:func:`modelzoo.models.galaxy.fit_prior`)."""
         if vae.prior_layer(model) is None:
             return {}
+        return self.fit_prior(model, path, data_cfg, group, seed)
+
+    def fit_prior(
+        self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup, seed: int,
+    ) -> dict[str, float]:
+        """Each rank draws from its shard of the training stamps; every rank fits the same
+        mixture to all draws, starting from the current one if it was fitted before."""
+        began = time.perf_counter()
         stamps = self.open(path, data_cfg)
         train_rows, _ = split_rows(stamps.num_stamps, data_cfg.get("val_fraction", 0.1))
         here = shard_rows(train_rows, group)
@@ -97,7 +119,9 @@ class GalaxyDensity:
         draws = vae.posterior_draws(model, batches,
                                     samples_per_stamp=int(data_cfg.get("prior_draws", 2)),
                                     seed=seed + 7919 * group.rank)
-        return vae.fit_prior(model, group.allgather(draws, name="prior_draws"), seed=seed)
+        stats = vae.fit_prior(model, group.allgather(draws, name="prior_draws"), seed=seed,
+                              warm_start=True)
+        return {**stats, "seconds": time.perf_counter() - began}
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         # The loss is the negative ELBO the model adds itself (ELBOLoss layer).
@@ -164,6 +188,29 @@ class GalaxyDensity:
                      rows=np.arange(*rows))
             write_figures(model, stamps, rows, delta, metrics, output_dir)
         return metrics
+
+
+class _PriorRefit(keras.callbacks.Callback):
+    """Refits the prior at the start of each epoch from ``first_epoch`` on (every rank). The
+    epoch's checkpoint then holds the prior it trained against, and a run resumed at a later
+    epoch refits at that epoch's start just as the uninterrupted run does."""
+
+    def __init__(self, task: GalaxyDensity, path: str, data_cfg: dict, group: ProcessGroup,
+                 seed: int, first_epoch: int) -> None:
+        super().__init__()
+        self.task, self.path, self.data_cfg, self.group = task, path, data_cfg, group
+        self.seed, self.first_epoch = seed, first_epoch
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch < self.first_epoch:
+            return
+        stats = self.task.fit_prior(self.model, self.path, self.data_cfg, self.group,
+                                    self.seed + 104729 * (epoch + 1))
+        if self.group.is_root:
+            print(f"epoch {epoch + 1}: prior refitted to {stats['draws']:.0f} posterior draws, "
+                  f"log-density {stats['log_density_mixture']:.1f} nats (N(0, I): "
+                  f"{stats['log_density_standard_normal']:.1f}) in {stats['seconds']:.0f} s",
+                  flush=True)
 
 
 def compare(
