@@ -12,12 +12,14 @@ import yaml
 
 def _parse_assignments(pairs: list[str], what: str) -> dict[str, Any]:
     """``key=value`` strings to a dict; values are parsed as YAML (numbers, lists, booleans)."""
+    from modelzoo.training import load_yaml
+
     result = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"modelzoo: {what} {pair!r} must look like key=value")
-        result[key] = yaml.safe_load(value)
+        result[key] = load_yaml(value)
     return result
 
 

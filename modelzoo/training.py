@@ -20,6 +20,7 @@ import copy
 import csv
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -40,6 +41,24 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML with 1.2's floats: PyYAML follows YAML 1.1, which reads ``1e-5`` (no dot) as a
+    string, and a learning rate written that way would fail deep inside the optimizer."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text) -> Any:
+    """A recipe file (an open stream) or a ``--set`` value (a string) parsed as YAML, with
+    exponent-only floats such as ``1e-5`` read as numbers."""
+    return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: no arbitrary objects
+
+
 def load_recipe(name_or_path: str) -> dict[str, Any]:
     """A recipe by model name (``lhc_cnn``) or YAML path."""
     path = Path(name_or_path)
@@ -49,7 +68,7 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
             raise ValueError(f"model {name_or_path!r} has no training recipe")
         path = CONFIG_DIR / f"{spec.recipe}.yaml"
     with open(path) as fh:
-        recipe = yaml.safe_load(fh)
+        recipe = load_yaml(fh)
     recipe.setdefault("model", {})
     return recipe
 

@@ -83,6 +83,14 @@ def test_overrides_must_name_existing_sections():
         training.apply_overrides(recipe, {"trian.epochs": 1})
 
 
+def test_recipe_values_read_exponent_floats():
+    # PyYAML's YAML 1.1 would give the string "1e-5", and the optimizer a string learning rate.
+    for text, value in [("1e-5", 1e-5), ("2.5E+3", 2500.0), ("-3e2", -300.0), ("7", 7),
+                        ("[1e-3, 0.1]", [1e-3, 0.1]), ("e5", "e5"), ("1e", "1e")]:
+        assert training.load_yaml(text) == value, text
+    assert type(training.load_yaml("7")) is int
+
+
 def test_cli_reports_bad_data_in_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.h5"
     arrays = toy_lhc_arrays(n=32)
