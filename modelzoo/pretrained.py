@@ -199,6 +199,27 @@ def load_weights(model: keras.Model, source: str | os.PathLike) -> keras.Model:
     return model
 
 
+def write_weights(model: keras.Model, path: str | os.PathLike, *, name: str,
+                  config: dict[str, Any]) -> None:
+    """``model``'s own variables into ``path`` (Keras ``.weights.h5``), atomically: written to a
+    temporary file, flushed to disk, then renamed over ``path``.
+
+    A compiled model's optimizer state is left out: Keras would add it (tripling the file of an
+    Adam-trained model), and it belongs to resuming, which keeps it in the run's checkpoints.
+    The variables go through a fresh, uncompiled ``name``/``config`` build for that.
+    """
+    if getattr(model, "optimizer", None) is not None:
+        plain = registry.build(name, **config)
+        plain.set_weights(model.get_weights())
+        model = plain
+    path = os.fspath(path)
+    tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
+    model.save_weights(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def save_pretrained(
     model: keras.Model,
     folder: str | os.PathLike,
@@ -222,7 +243,7 @@ def save_pretrained(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_FILE
-    model.save_weights(weights)
+    write_weights(model, weights, name=name, config=config)
     (folder / "config.json").write_text(
         json.dumps({"model": {"name": name, "config": config}}, indent=2, default=list)
     )

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 import yaml
 
 from modelzoo import distributed
+from modelzoo.pretrained import write_weights
 from modelzoo.registry import build, get_spec
 from modelzoo.tasks import get_task
 
@@ -129,10 +129,11 @@ class _Checkpoint(keras.callbacks.Callback):
     renamed, and only then named in ``latest.json`` (itself replaced atomically). A kill at any
     moment leaves the previous checkpoint intact and referenced."""
 
-    def __init__(self, run_dir: str, keep: int) -> None:
+    def __init__(self, run_dir: str, keep: int, model_name: str, model_config: dict) -> None:
         super().__init__()
         self.dir = os.path.join(run_dir, "checkpoints")
         self.keep = max(1, keep)
+        self.model_name, self.model_config = model_name, model_config
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         os.makedirs(self.dir, exist_ok=True)
@@ -140,7 +141,8 @@ class _Checkpoint(keras.callbacks.Callback):
         final, tmp = os.path.join(self.dir, name), os.path.join(self.dir, f".{name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        self.model.save_weights(os.path.join(tmp, WEIGHTS_FILE))
+        write_weights(self.model, os.path.join(tmp, WEIGHTS_FILE), name=self.model_name,
+                      config=self.model_config)
         opt_vars = self.model.optimizer.variables
         np.savez(
             os.path.join(tmp, "optimizer.npz"),
@@ -177,15 +179,6 @@ def _fsync_tree(path: str) -> None:
         with open(os.path.join(path, name), "rb") as fh:
             os.fsync(fh.fileno())
     _fsync_dir(path)
-
-
-def _save_weights_atomic(model: keras.Model, path: str) -> None:
-    """``model.save_weights(path)`` that never leaves a half-written file at ``path``."""
-    tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
-    model.save_weights(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _truncate_history(path: str, epochs_done: int) -> None:
@@ -228,16 +221,7 @@ def latest_checkpoint(run_dir: str) -> tuple[str, int] | None:
     return os.path.join(run_dir, "checkpoints", latest["checkpoint"]), int(latest["epoch"])
 
 
-def _restore(model: keras.Model, checkpoint: str) -> None:
-    with warnings.catch_warnings():
-        # The weights file also holds the optimizer's variables, which Keras skips because the
-        # optimizer is not built yet; they are restored from optimizer.npz below, so the
-        # "Skipping variable loading for optimizer" warning would only alarm the user.
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(os.path.join(checkpoint, WEIGHTS_FILE))
-    optimizer = model.optimizer
-    if not optimizer.built:
-        optimizer.build(model.trainable_variables)
+def _restore_optimizer(optimizer: keras.optimizers.Optimizer, checkpoint: str) -> None:
     with np.load(os.path.join(checkpoint, "optimizer.npz")) as saved:
         values = [saved[k] for k in sorted(saved.files)]
     if len(values) != len(optimizer.variables):
@@ -322,16 +306,19 @@ def train(
     batch_size = int(train_cfg["batch_size"])
     datasets = task.datasets(data, cfg.get("data", {}), batch_size, group, seed, first_epoch)
     net = build(model, **cfg["model"]["config"])
+    restoring = first_epoch > 0 and group.is_root
+    if restoring:  # before compiling: the weights file has no optimizer for Keras to look for
+        net.load_weights(os.path.join(checkpoint[0], WEIGHTS_FILE))
     optimizer = make_optimizer(cfg, batch_size * group.size, datasets.steps_per_epoch)
     optimizer = distributed.distributed_optimizer(
         optimizer, group, fp16_compression=bool(train_cfg.get("fp16_allreduce", False)),
         bucket_mb=float(train_cfg.get("allreduce_bucket_mb", 4.0)),
     )
     task.compile(net, optimizer, cfg)
-    if first_epoch > 0 and group.is_root:
-        _restore(net, checkpoint[0])
-    elif not net.optimizer.built:
+    if not net.optimizer.built:
         net.optimizer.build(net.trainable_variables)
+    if restoring:
+        _restore_optimizer(net.optimizer, checkpoint[0])
     distributed.sync_initial_state(net, group)
 
     epochs = int(train_cfg["epochs"])
@@ -348,7 +335,8 @@ def train(
         # and the truncation above then drops the row instead of leaving a gap.
         all_callbacks += [
             keras.callbacks.CSVLogger(history_csv, append=first_epoch > 0),
-            _Checkpoint(run_dir, int(train_cfg.get("keep_checkpoints", 2))),
+            _Checkpoint(run_dir, int(train_cfg.get("keep_checkpoints", 2)), model,
+                        cfg["model"]["config"]),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
         ]
     task_callbacks = getattr(task, "callbacks", None)
@@ -376,7 +364,8 @@ def train(
     if group.is_root:
         if stats:
             _write_json(os.path.join(run_dir, "finalize.json"), stats)
-        _save_weights_atomic(net, os.path.join(run_dir, WEIGHTS_FILE))
+        write_weights(net, os.path.join(run_dir, WEIGHTS_FILE), name=model,
+                      config=cfg["model"]["config"])
     group.barrier()
     epochs_run = epochs - min(first_epoch, epochs)
     # Steady-state rate: the first epoch of a run includes graph tracing.

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 
+import h5py
 import numpy as np
 import pytest
 from conftest import toy_lhc_arrays, write_benchmark
@@ -42,6 +43,19 @@ def test_train_writes_run_folder_and_resumes(toy_file, tmp_path):
     config = json.load(open(os.path.join(run_dir, "config.json")))
     assert config["model"] == {"config": {**TINY, "input_shape": [16, 16, 3]}, "name": "lhc_cnn"}
     assert len(_history_rows(run_dir)) == 2
+    # Weights files hold the model's variables only (the optimizer state, which Adam makes
+    # twice the model's size, is in each checkpoint's optimizer.npz and nowhere else).
+    parameters = sum(int(np.prod(w.shape)) for w in result.model.weights)
+    def stored_values(path: str) -> int:
+        sizes = []
+        with h5py.File(os.path.join(run_dir, path)) as fh:
+            assert "optimizer" not in fh, path
+            fh.visititems(lambda _, obj: sizes.append(obj.size)
+                          if isinstance(obj, h5py.Dataset) else None)
+        return sum(sizes)
+
+    for path in ("model.weights.h5", "checkpoints/epoch-0002/model.weights.h5"):
+        assert stored_values(path) == parameters, path
 
     # Same command with a later final epoch continues from the checkpoint.
     resumed = training.train(
