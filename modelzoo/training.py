@@ -3,7 +3,7 @@
 A run is a folder::
 
     config.json            the resolved recipe: model name and config, data, optimizer, schedule
-    model.weights.h5       final weights (rank 0)
+    model.weights.h5       final weights (rank 0; the model's variables, no optimizer state)
     history.csv            per-epoch metrics, averaged over ranks
     checkpoints/           epoch-NNNN/{model.weights.h5, optimizer.npz, state.json}, latest.json
     tensorboard/           TensorBoard logs
