@@ -217,10 +217,12 @@ class ELBOLoss(layers.Layer):
     decoder's mean and variance through.
 
     ``log p(x|z)`` is the log-density of the diagonal normal over all pixels and bands. The KL
-    divergence from the diagonal-normal posterior to the prior is analytic for N(0, I); for a
-    :class:`MixturePrior` (``prior``: its ``distribution`` method) it is the one-draw Monte
-    Carlo estimate ``-H(q) - log p(z)`` at the training draw z (unbiased; for the unfitted
-    mixture, N(0, I), its expectation is the analytic value).
+    divergence from the diagonal-normal posterior to N(0, I) is analytic. For a
+    :class:`MixturePrior` (``prior``: its ``distribution`` method) it is
+    ``KL(q || N(0, I)) + log N(z; 0, I) - log p(z)`` at the training draw z: unbiased, since
+    ``KL(q || p) = KL(q || N) + E_q[log N(z) - log p(z)]``; while the mixture is unfitted (all
+    components standard) the correction is zero at every z up to rounding (~1e-5 nats), so such
+    a model trains as one with the fixed prior until its prior is first fitted.
 
     With ``beta_nll > 0`` the loss *value* stays the negative ELBO but its gradient is that of
     the beta-NLL (Seitzer et al., ICLR 2022): each pixel's log-density is weighted by its
@@ -245,11 +247,10 @@ class ELBOLoss(layers.Layer):
         tfd = _tfd()
         pixel_log_prob = tfd.Normal(mean, tf.sqrt(variance)).log_prob(x)
         posterior = tfd.MultivariateNormalDiag(loc, scale)
-        if self.prior is None:
-            standard = tfd.MultivariateNormalDiag(tf.zeros_like(loc), tf.ones_like(scale))
-            kl = tfd.kl_divergence(posterior, standard)
-        else:
-            kl = -posterior.entropy() - self.prior().log_prob(z)
+        standard = tfd.MultivariateNormalDiag(tf.zeros_like(loc), tf.ones_like(scale))
+        kl = tfd.kl_divergence(posterior, standard)
+        if self.prior is not None:
+            kl += standard.log_prob(z) - self.prior().log_prob(z)
         elbo = tf.reduce_sum(pixel_log_prob, axis=(1, 2, 3)) - kl
         loss = -tf.reduce_mean(elbo)
         if self.beta_nll > 0:
