@@ -21,6 +21,7 @@ from modelzoo import distributed, training
 from modelzoo.data.hdf5 import shard_range
 from modelzoo.data.lhc import open_lhc
 from modelzoo.distributed import WarmupSchedule, scaled_learning_rate
+from modelzoo.registry import build
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "distributed_workers" / "train_worker.py"
@@ -213,8 +214,11 @@ def test_trains_single_process_where_horovod_is_not_installed(tmp_path):
 
 # --- checkpoint bookkeeping ---------------------------------------------------------------
 
+_TINY_CNN = {"input_shape": (8, 8, 1), "filters": 2, "dense_units": 2, "dropout": 0.0}
+
+
 def _compiled_model() -> keras.Model:
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model = build("lhc_cnn", **_TINY_CNN)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     model.optimizer.build(model.trainable_variables)
     return model
@@ -226,7 +230,7 @@ def _epochs_on_disk(run_dir: Path) -> list[str]:
 
 def test_checkpoints_keep_the_newest_and_never_the_one_just_written(tmp_path):
     model = _compiled_model()
-    first = training._Checkpoint(str(tmp_path), keep=2)
+    first = training._Checkpoint(str(tmp_path), 2, "lhc_cnn", _TINY_CNN)
     first.set_model(model)
     for epoch in range(5):
         first.on_epoch_end(epoch, {"loss": 1.0})
@@ -235,7 +239,7 @@ def test_checkpoints_keep_the_newest_and_never_the_one_just_written(tmp_path):
 
     # A fresh run in the same folder (--no-resume): its epoch 1 is the newest checkpoint, and
     # the old run's higher epochs go (name order would have deleted epoch 1 instead).
-    again = training._Checkpoint(str(tmp_path), keep=2)
+    again = training._Checkpoint(str(tmp_path), 2, "lhc_cnn", _TINY_CNN)
     again.set_model(model)
     again.on_epoch_end(0, {"loss": 1.0})
     assert _epochs_on_disk(tmp_path) == ["epoch-0001"]
