@@ -25,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import keras
 import numpy as np
@@ -53,7 +53,7 @@ _RecipeLoader.add_implicit_resolver(
 )
 
 
-def load_yaml(text) -> Any:
+def load_yaml(text: str | IO[str]) -> Any:
     """A recipe file (an open stream) or a ``--set`` value (a string) parsed as YAML, with
     exponent-only floats such as ``1e-5`` read as numbers."""
     return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: no arbitrary objects
