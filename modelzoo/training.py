@@ -133,6 +133,9 @@ class _Checkpoint(keras.callbacks.Callback):
         super().__init__()
         self.dir = os.path.join(run_dir, "checkpoints")
         self.keep = max(1, keep)
+        # One uncompiled copy of the network, built once: it carries the weights into each
+        # checkpoint's weights file without the optimizer's variables (see write_weights).
+        self.plain = build(model_name, **model_config)
         self.model_name, self.model_config = model_name, model_config
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -141,7 +144,8 @@ class _Checkpoint(keras.callbacks.Callback):
         final, tmp = os.path.join(self.dir, name), os.path.join(self.dir, f".{name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        write_weights(self.model, os.path.join(tmp, WEIGHTS_FILE), name=self.model_name,
+        self.plain.set_weights(self.model.get_weights())
+        write_weights(self.plain, os.path.join(tmp, WEIGHTS_FILE), name=self.model_name,
                       config=self.model_config)
         opt_vars = self.model.optimizer.variables
         np.savez(

@@ -458,6 +458,7 @@ def fit_prior(model: keras.Model, draws: np.ndarray, *, seed: int = 0,
     the mean log-density of the draws under the fitted mixture and under N(0, I); their
     difference is what the fitted prior saves per stamp, in nats, on the training stamps.
     """
+    from scipy.special import softmax
     from sklearn.mixture import GaussianMixture
 
     layer = prior_layer(model)
@@ -474,7 +475,7 @@ def fit_prior(model: keras.Model, draws: np.ndarray, *, seed: int = 0,
     locs = np.asarray(layer.locs, np.float64)
     if warm_start and np.ptp(locs, axis=0).max() > 0:  # identical components: never fitted
         scale_inv = np.linalg.inv(np.asarray(layer.scale_tril, np.float64))
-        init = {"weights_init": _softmax(np.asarray(layer.logits, np.float64)),
+        init = {"weights_init": softmax(np.asarray(layer.logits, np.float64)),
                 "means_init": locs,
                 "precisions_init": np.swapaxes(scale_inv, 1, 2) @ scale_inv}
     mixture = GaussianMixture(layer.components, covariance_type="full", reg_covar=1e-6,
@@ -487,11 +488,6 @@ def fit_prior(model: keras.Model, draws: np.ndarray, *, seed: int = 0,
     return {"draws": float(len(z)), "log_density_mixture": float(mixture.score(z)),
             "log_density_standard_normal": float(standard.mean()),
             "converged": float(mixture.converged_)}
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    weights = np.exp(logits - logits.max())
-    return weights / weights.sum()
 
 
 def encode(model: keras.Model, images: np.ndarray, batch_size: int = 256):
