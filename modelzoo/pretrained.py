@@ -200,16 +200,17 @@ def load_weights(model: keras.Model, source: str | os.PathLike) -> keras.Model:
 
 
 def write_weights(model: keras.Model, path: str | os.PathLike, *, name: str,
-                  config: dict[str, Any]) -> None:
+                  config: dict[str, Any], plain: keras.Model | None = None) -> None:
     """``model``'s own variables into ``path`` (Keras ``.weights.h5``), atomically: written to a
     temporary file, flushed to disk, then renamed over ``path``.
 
     A compiled model's optimizer state is left out: Keras would add it (tripling the file of an
     Adam-trained model), and it belongs to resuming, which keeps it in the run's checkpoints.
-    The variables go through a fresh, uncompiled ``name``/``config`` build for that.
+    The variables go through an uncompiled ``name``/``config`` build for that: ``plain`` when
+    given (a caller writing every epoch builds it once), else a fresh one.
     """
     if getattr(model, "optimizer", None) is not None:
-        plain = registry.build(name, **config)
+        plain = registry.build(name, **config) if plain is None else plain
         plain.set_weights(model.get_weights())
         model = plain
     path = os.fspath(path)

@@ -133,8 +133,8 @@ class _Checkpoint(keras.callbacks.Callback):
         super().__init__()
         self.dir = os.path.join(run_dir, "checkpoints")
         self.keep = max(1, keep)
-        # One uncompiled copy of the network, built once: it carries the weights into each
-        # checkpoint's weights file without the optimizer's variables (see write_weights).
+        # The uncompiled copy write_weights carries the variables through, built once per run
+        # instead of once per epoch.
         self.plain = build(model_name, **model_config)
         self.model_name, self.model_config = model_name, model_config
 
@@ -144,9 +144,8 @@ class _Checkpoint(keras.callbacks.Callback):
         final, tmp = os.path.join(self.dir, name), os.path.join(self.dir, f".{name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        self.plain.set_weights(self.model.get_weights())
-        write_weights(self.plain, os.path.join(tmp, WEIGHTS_FILE), name=self.model_name,
-                      config=self.model_config)
+        write_weights(self.model, os.path.join(tmp, WEIGHTS_FILE), name=self.model_name,
+                      config=self.model_config, plain=self.plain)
         opt_vars = self.model.optimizer.variables
         np.savez(
             os.path.join(tmp, "optimizer.npz"),
