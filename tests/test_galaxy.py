@@ -157,6 +157,37 @@ def test_laplace_covariance_is_the_exact_posterior_covariance():
                                np.broadcast_to(np.diag([1 / 5, 1 / 17]), (3, 2, 2)), atol=1e-5)
 
 
+def test_noise_floor_conditions_the_density_on_the_known_noise():
+    # Known noise v per pixel floors the decoder's variance s2 = 0.5: the linear-Gaussian model
+    # becomes x | z ~ N(W z + b, diag(max(s2, v))), whose marginal and posterior are exact.
+    model, b, cov = _linear_gaussian(encoder_shift=0.7, encoder_scale=1.8)
+    W = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
+    floor = np.array([0.3, 1.0, 0.5, 2.0])
+    floored_cov = W @ W.T + np.diag(np.maximum(0.5, floor))
+    x = _draw(b, floored_cov, 200, seed=12)
+    v = np.broadcast_to(floor.reshape(1, 2, 2, 1), x.shape).astype(np.float32)
+    exact = _exact_log_prob(x, b, floored_cov)
+    estimate = galaxy.log_prob(model, x, 2000, seed=13, refine_steps=50, noise_variance=v)
+    assert abs(np.mean(exact - estimate)) < 0.02, np.mean(exact - estimate)
+    # ... which the decoder's own variance gets wrong on the same draws, ...
+    assert np.mean(exact - galaxy.log_prob(model, x, 2000, seed=13, refine_steps=50)) > 0.1
+    # ... and a zero floor (noise unknown) leaves unchanged.
+    np.testing.assert_allclose(
+        galaxy.log_prob(model, x, 16, seed=14, noise_variance=np.zeros_like(x)),
+        galaxy.log_prob(model, x, 16, seed=14), atol=1e-5)
+    # The Laplace precision uses the floored variance: I + W^T diag(1/max(s2, v)) W = diag(4, 11).
+    z = np.random.default_rng(15).standard_normal((3, 2)).astype(np.float32)
+    tril = galaxy.laplace_scale_tril(model, x[:3], z, noise_variance=v[:3])
+    np.testing.assert_allclose(tril @ np.swapaxes(tril, 1, 2),
+                               np.broadcast_to(np.diag([1 / 4, 1 / 11]), (3, 2, 2)), atol=1e-5)
+    likelihood = galaxy.noise_floored(galaxy.decode(model, z), v[:3])
+    np.testing.assert_allclose(likelihood.variance().numpy(), np.maximum(0.5, v[:3]), rtol=1e-5)
+    with pytest.raises(ValueError, match="does not match"):
+        galaxy.log_prob(model, x, 4, noise_variance=v[:3])
+    with pytest.raises(ValueError, match="non-negative"):
+        galaxy.log_prob(model, x, 4, noise_variance=-v)
+
+
 def _set_mixture_prior(model, weights, locs, scale_trils):
     layer = galaxy.prior_layer(model)
     layer.logits.assign(np.log(np.asarray(weights, np.float32)))
@@ -356,6 +387,22 @@ def test_reader_normalises_and_reports(tmp_path):
     bare = open_galaxies(_write(tmp_path / "bare.h5", images=images))
     assert bare.scale == pytest.approx(4.0, rel=0.05)
     assert not bare.has_psf and not bare.has_noise_variance
+
+
+def test_noise_floor_setting_follows_the_file(tmp_path):
+    from modelzoo.distributed import ProcessGroup
+    from modelzoo.tasks import get_task
+
+    task = get_task("galaxy_density")
+    images = np.random.default_rng(1).normal(0, 4.0, (8, 69, 69)).astype(np.float32)
+    bare = _write(tmp_path / "bare.h5", images=images)
+    model = modelzoo.get("galaxy_vae", latent_dim=2, filters=(4,), hidden_units=(8,))
+    with pytest.raises(ValueError, match=r"bare\.h5.*eval_noise_floor=true.*noise_variance"):
+        task.evaluate(model, bare, {"eval_noise_floor": True, "val_fraction": 0.5}, "val", None,
+                      ProcessGroup())
+    with pytest.raises(ValueError, match="auto, true or false"):
+        task.evaluate(model, bare, {"eval_noise_floor": "yes", "val_fraction": 0.5}, "val",
+                      None, ProcessGroup())
 
 
 @pytest.mark.parametrize(
@@ -563,6 +610,7 @@ def test_short_training_beats_the_baseline(stamp_file, tmp_path):
     metrics = training.evaluate(run, stamp_file, split="val", output_dir=out,
                                 overrides={"data.eval_refine_steps": 10})
     assert metrics["refine_steps"] == 10
+    assert metrics["vae_noise_floor"] is True  # the generator writes the noise map
     print(f"\ngalaxy_vae short run: trained in {result.seconds:.0f} s; VAE beats the "
           f"bivariate-normal model on {100 * metrics['fraction_vae_better']:.1f}% of "
           f"{metrics['stamps']} held-out stamps")

@@ -23,6 +23,7 @@ with Keras 3, so the distributions live inside plain Keras layers and these func
     >>> galaxy.sample(model, 16)                # new galaxies
     >>> galaxy.log_prob(model, stamps, num_samples=128)  # nats per stamp
     >>> galaxy.log_prob(model, stamps, 128, refine_steps=30)  # tighter: refined, Laplace
+    >>> galaxy.log_prob(model, stamps, 128, noise_variance=v)  # given the survey's noise map
     >>> galaxy.fit_prior(model, galaxy.posterior_draws(model, training_stamps))  # p(z)
 
 Stamps are in *model units*: images divided by one constant per data set (the background noise
@@ -542,6 +543,7 @@ def log_prob(
     seed: int | None = 0,
     max_decodes: int = 2048,
     refine_steps: int = 0,
+    noise_variance: np.ndarray | None = None,
 ) -> np.ndarray:
     """Importance-weighted estimate of log p(x) per stamp, in nats (Burda et al. 2016).
 
@@ -567,12 +569,16 @@ def log_prob(
         max_decodes: stamps x samples decoded per step (memory).
         refine_steps: gradient steps of :func:`refine_posterior` before the Laplace
             approximation (0: the encoder alone).
+        noise_variance: the survey's per-pixel noise variance of the stamps (model units
+            squared, same shape as ``images``), if known: the density is then conditioned on
+            it, each pixel's variance floored at its known noise (:func:`noise_floored`).
     """
     import tensorflow as tf
 
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     x = _as_stamps(model, images)
+    floor = _noise_floor(x, noise_variance)
     encoder = model.get_layer("encoder")
     rng = np.random.default_rng(seed)
     d, k = latent_dim(model), int(num_samples)
@@ -583,8 +589,8 @@ def log_prob(
     from_encoder = k
     if refine_steps > 0:
         laplace_loc, refined_scale = _refine(
-            model, x, loc, scale, refine_steps, seed=None if seed is None else seed + 1)
-        laplace_tril = laplace_scale_tril(model, x, laplace_loc)
+            model, x, floor, loc, scale, refine_steps, seed=None if seed is None else seed + 1)
+        laplace_tril = laplace_scale_tril(model, x, laplace_loc, noise_variance=floor)
         from_encoder = k // 2
     step = max(1, max_decodes // k)
     chunk_log_prob = _compiled(model, ("log_prob", k, from_encoder),
@@ -594,32 +600,37 @@ def log_prob(
         rows = slice(start, start + step)
         eps = rng.standard_normal((k, len(x[rows]), d)).astype(np.float32)
         out.append(chunk_log_prob(
-            tf.constant(x[rows]), tf.constant(loc[rows]), tf.constant(scale[rows]),
+            tf.constant(x[rows]), tf.constant(floor[rows]), tf.constant(loc[rows]),
+            tf.constant(scale[rows]),
             tf.constant(laplace_loc[rows]), tf.constant(laplace_tril[rows]),
             tf.constant(eps)).numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def laplace_scale_tril(model: keras.Model, images: np.ndarray, z: np.ndarray,
-                       max_decodes: int = 256) -> np.ndarray:
+                       max_decodes: int = 256, *,
+                       noise_variance: np.ndarray | None = None) -> np.ndarray:
     """Cholesky factors (N, d, d) of the Laplace covariance of p(z | x) at ``z`` (one per stamp).
 
     The precision is the Fisher information of the decoder's normal pixels at z,
     ``J_mean^T V^-1 J_mean + 1/2 J_var^T V^-2 J_var`` (Jacobians by forward-mode
     differentiation, one tangent per latent axis; positive semi-definite, unlike the Hessian
     away from the mode), plus the prior's precision there (for a mixture prior, the
-    components' precisions weighted by their responsibilities for z).
+    components' precisions weighted by their responsibilities for z). ``noise_variance``:
+    as in :func:`log_prob`.
     """
     import tensorflow as tf
 
     x = _as_stamps(model, images)
+    floor = _noise_floor(x, noise_variance)
     d = latent_dim(model)
     precision_fn = _compiled(model, ("laplace",), lambda: _make_precision_fn(model, d))
     step = max(1, max_decodes // d)
     out = []
     for start in range(0, len(x), step):
         rows = slice(start, start + step)
-        precision = precision_fn(tf.constant(np.asarray(z[rows], np.float32))).numpy()
+        precision = precision_fn(tf.constant(np.asarray(z[rows], np.float32)),
+                                 tf.constant(floor[rows])).numpy()
         covariance = np.linalg.inv(precision.astype(np.float64))
         covariance = 0.5 * (covariance + np.swapaxes(covariance, 1, 2))
         out.append(np.linalg.cholesky(covariance).astype(np.float32))
@@ -635,6 +646,7 @@ def refine_posterior(
     learning_rate: float = _REFINE_LEARNING_RATE,
     seed: int | None = 0,
     max_decodes: int = _REFINE_DECODES,
+    noise_variance: np.ndarray | None = None,
 ):
     """q(z | x) fitted to each stamp by stochastic ELBO ascent, started from the encoder's.
 
@@ -646,7 +658,7 @@ def refine_posterior(
     posterior widths, whatever the stamp's signal-to-noise; it decays to zero over the steps
     (cosine), so early steps travel and late ones settle. The decoder is not changed. The
     ELBO's KL term is against the model's prior: analytic for N(0, I), a Monte Carlo estimate
-    (same draws) for a mixture.
+    (same draws) for a mixture. ``noise_variance``: as in :func:`log_prob`.
 
     Returns a ``tfd.MultivariateNormalDiag`` with batch shape (N,).
     """
@@ -654,12 +666,14 @@ def refine_posterior(
 
     x = _as_stamps(model, images)
     loc, scale = model.get_layer("encoder").predict(x, batch_size=256, verbose=0)
-    loc, scale = _refine(model, x, loc, scale, steps, num_samples=num_samples,
-                         learning_rate=learning_rate, seed=seed, max_decodes=max_decodes)
+    loc, scale = _refine(model, x, _noise_floor(x, noise_variance), loc, scale, steps,
+                         num_samples=num_samples, learning_rate=learning_rate, seed=seed,
+                         max_decodes=max_decodes)
     return _tfd().MultivariateNormalDiag(tf.constant(loc), tf.constant(scale))
 
 
-def _refine(model: keras.Model, x: np.ndarray, loc: np.ndarray, scale: np.ndarray, steps: int,
+def _refine(model: keras.Model, x: np.ndarray, floor: np.ndarray, loc: np.ndarray,
+            scale: np.ndarray, steps: int,
             *, num_samples: int = _REFINE_SAMPLES,
             learning_rate: float = _REFINE_LEARNING_RATE, seed: int | None = 0,
             max_decodes: int = _REFINE_DECODES) -> tuple[np.ndarray, np.ndarray]:
@@ -676,7 +690,8 @@ def _refine(model: keras.Model, x: np.ndarray, loc: np.ndarray, scale: np.ndarra
     for start in range(0, len(x), step):
         rows = slice(start, start + step)
         eps = rng.standard_normal((int(steps), s, len(x[rows]), d)).astype(np.float32)
-        new_loc, new_scale = refine(tf.constant(x[rows]), tf.constant(loc[rows]),
+        new_loc, new_scale = refine(tf.constant(x[rows]), tf.constant(floor[rows]),
+                                    tf.constant(loc[rows]),
                                     tf.constant(scale[rows]), tf.constant(eps),
                                     tf.constant(learning_rate, tf.float32))
         out_loc.append(new_loc.numpy())
@@ -695,14 +710,16 @@ def _compiled(model: keras.Model, key: tuple, make):
     return fns[key]
 
 
-def _log_likelihood(decoder: keras.Model, xb, z):
-    """log p(x | z) for draws z (K, n, d) of n stamps xb: (K, n)."""
+def _log_likelihood(decoder: keras.Model, xb, floor, z):
+    """log p(x | z) for draws z (K, n, d) of n stamps xb with variance floors ``floor``
+    (zeros: none): (K, n)."""
     import tensorflow as tf
 
     tfd = _tfd()
     mean, variance = decoder(tf.reshape(z, (-1, tf.shape(z)[-1])), training=False)
     shape = tf.concat([tf.shape(z)[:2], tf.shape(xb)[1:]], 0)
-    mean, variance = tf.reshape(mean, shape), tf.reshape(variance, shape)
+    mean = tf.reshape(mean, shape)
+    variance = tf.maximum(tf.reshape(variance, shape), floor[None])
     return tfd.Independent(tfd.Normal(mean, tf.sqrt(variance)), 3).log_prob(xb[None])
 
 
@@ -714,7 +731,7 @@ def _make_log_prob_fn(model: keras.Model, d: int, k: int, from_encoder: int):
     share = from_encoder / k
 
     @tf.function(reduce_retracing=True)
-    def chunk_log_prob(xb, loc, scale, laplace_loc, laplace_tril, eps):
+    def chunk_log_prob(xb, floor, loc, scale, laplace_loc, laplace_tril, eps):
         q = tfd.MultivariateNormalDiag(loc, scale)
         laplace_z = laplace_loc + tf.einsum("nij,knj->kni", laplace_tril, eps[from_encoder:])
         z = tf.concat([loc + scale * eps[:from_encoder], laplace_z], 0)  # (K, n, d)
@@ -726,7 +743,7 @@ def _make_log_prob_fn(model: keras.Model, d: int, k: int, from_encoder: int):
                 parts.append(log_q + math.log(share))
             log_q = tf.reduce_logsumexp(tf.stack(parts), axis=0)
         log_pz = prior(model).log_prob(z)
-        log_w = tf.cast(_log_likelihood(decoder, xb, z) + log_pz - log_q, tf.float64)
+        log_w = tf.cast(_log_likelihood(decoder, xb, floor, z) + log_pz - log_q, tf.float64)
         return tf.reduce_logsumexp(log_w, axis=0) - math.log(k)
 
     return chunk_log_prob
@@ -738,13 +755,15 @@ def _make_precision_fn(model: keras.Model, d: int):
     decoder, layer = model.get_layer("decoder"), prior_layer(model)
 
     @tf.function(reduce_retracing=True)
-    def precision(z):
+    def precision(z, floor):
         n = tf.shape(z)[0]
         # All d tangents at once: stamp i's z repeated d times, tangent j = unit vector j.
         primal = tf.repeat(z, d, axis=0)  # (n d, d), row i * d + j
         tangent = tf.tile(tf.eye(d), [n, 1])
+        floor = tf.repeat(tf.reshape(floor, (n, -1)), d, axis=0)  # (n d, pixels)
         with tf.autodiff.ForwardAccumulator(primal, tangent) as acc:
             mean, variance = decoder(primal, training=False)
+            variance = tf.maximum(tf.reshape(variance, (n * d, -1)), floor)
         jac_mean = tf.reshape(acc.jvp(mean), (n, d, -1))  # (n, d, pixels)
         jac_var = tf.reshape(acc.jvp(variance), (n, d, -1))
         variance = tf.reshape(variance, (n, d, -1))[:, 0]  # (n, pixels)
@@ -784,7 +803,7 @@ def _make_refine_fn(model: keras.Model):
         return -entropy - tf.reduce_mean(layer.distribution().log_prob(z), axis=0)
 
     @tf.function(reduce_retracing=True)
-    def refine(xb, loc, scale, eps, learning_rate):
+    def refine(xb, floor, loc, scale, eps, learning_rate):
         # u, w: whitened shifts of loc and log scale; m_*, v_*: Adam's moment estimates.
         u, w = tf.zeros_like(loc), tf.zeros_like(loc)
         m_u, v_u, m_w, v_w = (tf.zeros_like(loc) for _ in range(4))
@@ -795,7 +814,7 @@ def _make_refine_fn(model: keras.Model):
                 tape.watch([u, w])
                 q_loc, q_log_scale = loc + scale * u, log_scale + w
                 z = q_loc + tf.exp(q_log_scale) * eps[t]
-                elbo = (tf.reduce_mean(_log_likelihood(decoder, xb, z), axis=0)
+                elbo = (tf.reduce_mean(_log_likelihood(decoder, xb, floor, z), axis=0)
                         - kl_divergence(q_loc, q_log_scale, z))
                 loss = -tf.reduce_sum(elbo)  # stamps are independent: one sum, own gradients
             grad_u, grad_w = tape.gradient(loss, [u, w])
@@ -808,9 +827,45 @@ def _make_refine_fn(model: keras.Model):
     return refine
 
 
-def elbo(model: keras.Model, images: np.ndarray, *, seed: int | None = 0) -> np.ndarray:
+def elbo(model: keras.Model, images: np.ndarray, *, seed: int | None = 0,
+         noise_variance: np.ndarray | None = None) -> np.ndarray:
     """One-sample ELBO per stamp (= :func:`log_prob` with K = 1)."""
-    return log_prob(model, images, num_samples=1, seed=seed)
+    return log_prob(model, images, num_samples=1, seed=seed, noise_variance=noise_variance)
+
+
+def noise_floored(likelihood, noise_variance: np.ndarray):
+    """p(x | z, v): the decoder's pixel normals (:func:`decode`) with each variance floored at
+    the pixel's known noise variance ``v`` (model units squared).
+
+    A survey measures each pixel's noise (sky, read noise and the source's own shot noise: the
+    variance map that pipelines ship), and no image model can predict a pixel more precisely
+    than it was measured. The decoder learns its variance from all training stamps at once and
+    undershoots that noise on some pixels of some stamps (a smooth variance map over a noisy
+    image); the floor removes that overconfidence where the noise is known. It is the same
+    knowledge the bivariate-normal baseline's likelihood uses (``noise="known"``), so the
+    comparison conditions both models on the same noise map.
+    """
+    import tensorflow as tf
+
+    tfd = _tfd()
+    floor = tf.constant(np.asarray(noise_variance, np.float32).reshape(likelihood.mean().shape))
+    variance = tf.maximum(likelihood.variance(), floor)
+    return tfd.Independent(tfd.Normal(likelihood.mean(), tf.sqrt(variance)), 3)
+
+
+def _noise_floor(x: np.ndarray, noise_variance: np.ndarray | None) -> np.ndarray:
+    """Per-pixel variance floors shaped like the stamps ``x`` (zeros when the noise is unknown:
+    max(variance, 0) leaves the decoder's variance as it is)."""
+    if noise_variance is None:
+        return np.zeros_like(x)
+    floor = np.asarray(noise_variance, np.float32)
+    if floor.size != x.size:
+        raise ValueError(f"noise_variance of shape {floor.shape} does not match the stamps "
+                         f"{x.shape}")
+    floor = floor.reshape(x.shape)
+    if not np.isfinite(floor).all() or (floor < 0).any():
+        raise ValueError("noise_variance must be finite and non-negative")
+    return floor
 
 
 def _as_stamps(model: keras.Model, images: np.ndarray) -> np.ndarray:

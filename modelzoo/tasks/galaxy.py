@@ -17,6 +17,9 @@ Recipe keys (``data`` section): ``scale`` (``auto`` or a number), ``val_fraction
 by one of the 8 symmetries of the square, see :mod:`modelzoo.data.augment`), ``eval_samples``,
 ``eval_refine_steps`` (per-stamp posterior refinement before importance sampling, see
 :func:`modelzoo.models.galaxy.log_prob`; 0 uses the encoder alone),
+``eval_noise_floor`` (``auto``: where the file has a ``noise_variance`` map, the VAE's
+density is conditioned on it, each pixel's variance floored at its known noise, see
+:func:`modelzoo.models.galaxy.noise_floored`; ``false``: the decoder's variance alone),
 ``eval_max_stamps``, ``prior_draws`` (posterior draws per training stamp to which a model
 built with ``prior_components > 0`` fits its mixture prior after training),
 ``prior_refit_from`` (epoch from which the prior is also refitted at the start of every epoch,
@@ -139,11 +142,12 @@ class GalaxyDensity:
         num_samples = int(data_cfg.get("eval_samples", 128))
         refine_steps = int(data_cfg.get("eval_refine_steps", 0))
         noise = data_cfg.get("baseline_noise", "auto")
+        noise_floor = _noise_floor_setting(data_cfg, stamps)
         start = time.perf_counter()
         here = shard_rows(rows, group)
         result = compare(model, stamps, here, num_samples=num_samples, noise=noise,
                          psf_components=int(data_cfg.get("baseline_psf_components", 2)),
-                         refine_steps=refine_steps)
+                         refine_steps=refine_steps, noise_floor=noise_floor)
         gathered = {k: group.allgather(v, name=f"galaxy_{k}") for k, v in result.items()
                     if isinstance(v, np.ndarray)}
         seconds = time.perf_counter() - start
@@ -160,6 +164,7 @@ class GalaxyDensity:
             "vae_elbo_mean": float(gathered["vae_elbo"].mean()),
             "importance_samples": num_samples,
             "refine_steps": refine_steps,
+            "vae_noise_floor": noise_floor,
             "prior_components": getattr(vae.prior_layer(model), "components", 0),
             "baseline_noise": result["noise"],
             "baseline_converged_fraction": float(gathered["baseline_converged"].mean()),
@@ -190,6 +195,20 @@ class GalaxyDensity:
         return metrics
 
 
+def _noise_floor_setting(data_cfg: dict, stamps: GalaxyStamps) -> bool:
+    setting = data_cfg.get("eval_noise_floor", "auto")
+    has_map = stamps.has_noise_variance
+    if setting == "auto":
+        return has_map
+    if setting is True and not has_map:
+        raise ValueError(f"{stamps.source.path}: data.eval_noise_floor=true needs a "
+                         "'noise_variance' dataset (per-pixel noise variance, same shape as "
+                         "'images'); the file has none")
+    if setting not in (True, False):
+        raise ValueError(f"data.eval_noise_floor must be auto, true or false, got {setting!r}")
+    return setting
+
+
 class _PriorRefit(keras.callbacks.Callback):
     """Refits the prior at the start of each epoch from ``first_epoch`` on (every rank). The
     epoch's checkpoint then holds the prior it trained against, and a run resumed at a later
@@ -216,18 +235,21 @@ class _PriorRefit(keras.callbacks.Callback):
 def compare(
     model: keras.Model, stamps: GalaxyStamps, rows: tuple[int, int], *, num_samples: int = 128,
     noise: str = "auto", psf_components: int = 2, seed: int = 0, refine_steps: int = 0,
+    noise_floor: bool = False,
 ) -> dict:
     """Per-stamp log p(x) under the VAE (importance-weighted) and the fitted baseline, in model
-    units, for ``rows`` of ``stamps``."""
+    units, for ``rows`` of ``stamps``; with ``noise_floor`` the VAE's density is conditioned on
+    the file's noise map (:func:`modelzoo.models.galaxy.noise_floored`)."""
     if rows[1] <= rows[0]:  # more ranks than stamps: still join the collectives
         empty = np.zeros(0)
         return {"vae_log_prob": empty, "vae_elbo": empty, "baseline_log_prob": empty,
                 "baseline_converged": empty, "noise": noise}
     arrays = stamps.arrays(rows)
     images = arrays["images"]
+    floor = arrays["noise_variance"] if noise_floor else None
     vae_lp = vae.log_prob(model, images, num_samples=num_samples, seed=seed,
-                          refine_steps=refine_steps)
-    vae_elbo = vae.elbo(model, images, seed=seed + 1)
+                          refine_steps=refine_steps, noise_variance=floor)
+    vae_elbo = vae.elbo(model, images, seed=seed + 1, noise_variance=floor)
     psf = None
     if "psf" in arrays:
         psf = galaxy_baseline.fit_psf(arrays["psf"], components=psf_components)
