@@ -403,6 +403,15 @@ def test_noise_floor_setting_follows_the_file(tmp_path):
     with pytest.raises(ValueError, match="auto, true or false"):
         task.evaluate(model, bare, {"eval_noise_floor": "yes", "val_fraction": 0.5}, "val",
                       None, ProcessGroup())
+    # auto: the VAE is conditioned on the map exactly when the baseline is.
+    from modelzoo.tasks.galaxy import _noise_floor_setting
+
+    mapped = open_galaxies(_write(tmp_path / "mapped.h5", images=images,
+                                  noise_variance=np.full(images.shape, 16.0, np.float32)))
+    assert _noise_floor_setting({}, mapped) is True
+    assert _noise_floor_setting({"baseline_noise": "constant"}, mapped) is False
+    assert _noise_floor_setting({"eval_noise_floor": False}, mapped) is False
+    assert _noise_floor_setting({}, open_galaxies(bare)) is False
 
 
 @pytest.mark.parametrize(

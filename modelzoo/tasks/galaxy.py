@@ -17,9 +17,10 @@ Recipe keys (``data`` section): ``scale`` (``auto`` or a number), ``val_fraction
 by one of the 8 symmetries of the square, see :mod:`modelzoo.data.augment`), ``eval_samples``,
 ``eval_refine_steps`` (per-stamp posterior refinement before importance sampling, see
 :func:`modelzoo.models.galaxy.log_prob`; 0 uses the encoder alone),
-``eval_noise_floor`` (``auto``: where the file has a ``noise_variance`` map, the VAE's
-density is conditioned on it, each pixel's variance floored at its known noise, see
-:func:`modelzoo.models.galaxy.noise_floored`; ``false``: the decoder's variance alone),
+``eval_noise_floor`` (``auto``: where the file has a ``noise_variance`` map and the baseline
+uses it, the VAE's density is conditioned on it too, each pixel's variance floored at its
+known noise, see :func:`modelzoo.models.galaxy.noise_floored`; ``false``: the decoder's
+variance alone),
 ``eval_max_stamps``, ``prior_draws`` (posterior draws per training stamp to which a model
 built with ``prior_components > 0`` fits its mixture prior after training),
 ``prior_refit_from`` (epoch from which the prior is also refitted at the start of every epoch,
@@ -196,10 +197,12 @@ class GalaxyDensity:
 
 
 def _noise_floor_setting(data_cfg: dict, stamps: GalaxyStamps) -> bool:
+    """``auto``: the VAE is conditioned on the noise map exactly when the baseline is (the file
+    has one and ``baseline_noise`` is not ``constant``)."""
     setting = data_cfg.get("eval_noise_floor", "auto")
     has_map = stamps.has_noise_variance
     if setting == "auto":
-        return has_map
+        return has_map and data_cfg.get("baseline_noise", "auto") != "constant"
     if setting is True and not has_map:
         raise ValueError(f"{stamps.source.path}: data.eval_noise_floor=true needs a "
                          "'noise_variance' dataset (per-pixel noise variance, same shape as "
