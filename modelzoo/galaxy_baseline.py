@@ -322,6 +322,14 @@ def _minimizer(size: int, bands: int, noise: str, includes_pixel: bool, max_iter
     return minimize
 
 
+def resolve_noise(noise: str, has_noise_variance: bool) -> str:
+    """The noise model :func:`fit` uses: ``"auto"`` is ``"known"`` when a noise variance map is
+    given, else ``"constant"``; other settings stand."""
+    if noise != "auto":
+        return noise
+    return "known" if has_noise_variance else "constant"
+
+
 def fit(
     images: np.ndarray,
     noise_variance: np.ndarray | None = None,
@@ -357,8 +365,7 @@ def fit(
     images = np.asarray(images, np.float64)
     images = images[..., None] if images.ndim == 3 else images
     n, size, _, bands = images.shape
-    if noise == "auto":
-        noise = "known" if noise_variance is not None else "constant"
+    noise = resolve_noise(noise, noise_variance is not None)
     if noise == "known":
         if noise_variance is None:
             raise ValueError('noise="known" needs noise_variance')

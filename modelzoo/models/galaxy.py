@@ -848,13 +848,13 @@ def noise_floored(likelihood, noise_variance: np.ndarray):
     import tensorflow as tf
 
     tfd = _tfd()
-    floor = tf.constant(np.asarray(noise_variance, np.float32).reshape(likelihood.mean().shape))
+    floor = tf.constant(_noise_floor(likelihood.mean().numpy(), noise_variance))
     variance = tf.maximum(likelihood.variance(), floor)
     return tfd.Independent(tfd.Normal(likelihood.mean(), tf.sqrt(variance)), 3)
 
 
 def _noise_floor(x: np.ndarray, noise_variance: np.ndarray | None) -> np.ndarray:
-    """Per-pixel variance floors shaped like the stamps ``x`` (zeros when the noise is unknown:
+    """Checked per-pixel variance floors shaped like ``x`` (zeros when the noise is unknown:
     max(variance, 0) leaves the decoder's variance as it is)."""
     if noise_variance is None:
         return np.zeros_like(x)

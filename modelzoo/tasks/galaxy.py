@@ -202,7 +202,8 @@ def _noise_floor_setting(data_cfg: dict, stamps: GalaxyStamps) -> bool:
     setting = data_cfg.get("eval_noise_floor", "auto")
     has_map = stamps.has_noise_variance
     if setting == "auto":
-        return has_map and data_cfg.get("baseline_noise", "auto") != "constant"
+        baseline = galaxy_baseline.resolve_noise(data_cfg.get("baseline_noise", "auto"), has_map)
+        return has_map and baseline == "known"
     if setting is True and not has_map:
         raise ValueError(f"{stamps.source.path}: data.eval_noise_floor=true needs a "
                          "'noise_variance' dataset (per-pixel noise variance, same shape as "
