@@ -4,6 +4,10 @@
     >>> modelzoo.list_models("lhc*")
     ['lhc_cnn', 'lhc_cnn_15pf']
     >>> model = modelzoo.get("lhc_cnn", dropout=0.3)
+    >>> model = modelzoo.get("lhc_cnn", weights="default")
+
+Importing the package imports no deep-learning framework: listing and describing models is
+instant, and TensorFlow loads when a model is first built.
 
 Seed article: Prabhat, "A look at deep learning for science", O'Reilly, April 2017.
 """
@@ -13,65 +17,102 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# TensorFlow's C++ INFO/WARNING lines (no CUDA driver, oneDNN notes) drown the progress output
-# scientists need to read; errors still show. An explicit setting by the user wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from modelzoo._quiet import quiet_tensorflow
 
-import keras  # noqa: E402
+quiet_tensorflow()
 
-from modelzoo import models as _models  # noqa: F401, E402  (registers the built-in builders)
-from modelzoo import pretrained
-from modelzoo.pretrained import (
-    PretrainedError,
-    from_pretrained,
-    list_pretrained,
-    load_weights,
-    save_pretrained,
-)
-from modelzoo.registry import (
+from modelzoo.errors import (  # noqa: E402
+    ConfigError,
+    DataError,
     ModelNotFoundError,
+    PretrainedError,
+    ZooError,
+)
+from modelzoo.registry import (  # noqa: E402
+    Case,
     ModelSpec,
     build,
+    cases,
     get_spec,
     list_models,
+    register_case,
     register_model,
 )
-from modelzoo.tasks import galaxy as _galaxy_task  # noqa: F401  (registers the galaxy task)
-from modelzoo.tasks import lhc as _lhc_task  # noqa: F401  (registers the LHC task)
 
 __version__ = "0.1.0"
 __all__ = [
+    "Case",
+    "ConfigError",
+    "DataError",
     "ModelNotFoundError",
     "ModelSpec",
     "PretrainedError",
+    "ZooError",
+    "build",
+    "cases",
     "from_pretrained",
     "get",
     "info",
     "list_models",
     "list_pretrained",
     "load_weights",
+    "register_case",
     "register_model",
     "save_pretrained",
 ]
 
 
-def get(name: str, weights: str | None = None, **config: Any) -> keras.Model:
+def get(name: str, weights: str | os.PathLike | None = None, **config: Any):
     """A Keras functional model from the zoo.
 
     Args:
         name: registry name, see :func:`list_models`.
-        weights: ``None`` for random initialisation, ``"default"`` or a tag for the shipped
-            weights (sha256-checked; see :func:`list_pretrained`).
+        weights: ``None`` for random initialisation; ``"default"`` or a tag for the shipped
+            weights (sha256-checked; see :func:`list_pretrained`); or the path of a weights
+            file, a model folder (:func:`save_pretrained`) or a run folder (``modelzoo train``).
         **config: builder keywords overriding the registered defaults; an unknown keyword raises
             and lists the accepted ones.
     """
+    from modelzoo import pretrained
+
     if weights is not None:
-        return pretrained.build_pretrained(name, weights, config)
+        return pretrained.build_with_weights(name, weights, config)
     model = build(name, **config)
     pretrained.remember_build(model, name, config)
     return model
 
 
 def info(name: str) -> dict[str, Any]:
-    """Metadata of a registered model: domain, task, inputs/outputs, defaults, citation, layout."""
+    """Metadata of a registered model: case, domain, task, inputs/outputs, defaults, citation,
+    data layout, recipe, whether weights ship."""
+    import modelzoo.pretrained  # noqa: F401  (tells the registry which models ship weights)
+
     return get_spec(name).as_dict()
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+    """Shipped ``model.tag`` entries whose model name matches ``pattern``."""
+    from modelzoo import pretrained
+
+    return pretrained.list_pretrained(pattern)
+
+
+def save_pretrained(model, folder: str | os.PathLike, **kwargs: Any):
+    """Write ``model`` as a model folder; see :func:`modelzoo.pretrained.save_pretrained`."""
+    from modelzoo import pretrained
+
+    return pretrained.save_pretrained(model, folder, **kwargs)
+
+
+def from_pretrained(folder: str | os.PathLike):
+    """Rebuild the model saved in ``folder``; see :func:`modelzoo.pretrained.from_pretrained`."""
+    from modelzoo import pretrained
+
+    return pretrained.from_pretrained(folder)
+
+
+def load_weights(model, source: str | os.PathLike):
+    """Load weights into ``model``; see :func:`modelzoo.pretrained.load_weights`."""
+    from modelzoo import pretrained
+
+    return pretrained.load_weights(model, source)

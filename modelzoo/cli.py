@@ -82,7 +82,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_lhc(args: argparse.Namespace) -> int:
-    from modelzoo.data.lhc_pythia import generate_lhc_events
+    from modelzoo.lhc.generator import generate_lhc_events
 
     # The generator reports progress and a summary line itself.
     generate_lhc_events(
@@ -94,7 +94,7 @@ def _cmd_data_lhc(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_galaxy(args: argparse.Namespace) -> int:
-    from modelzoo.data.galaxy_galsim import GalaxyConfig, generate_galaxies
+    from modelzoo.galaxy.generator import GalaxyConfig, generate_galaxies
 
     config = GalaxyConfig.population(args.population, image_size=args.image_size,
                                      bands=tuple(args.bands.split(",")))
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate synthetic data sets")
     data_sub = p.add_subparsers(dest="dataset", required=True)
-    from modelzoo.data.galaxy_galsim import POPULATIONS
+    from modelzoo.galaxy.generator import POPULATIONS
 
     q = data_sub.add_parser("lhc", help="Pythia 8 collisions -> calorimeter images (HDF5)")
     q.add_argument("--output", required=True)
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from modelzoo.data.hdf5 import DataError
+    from modelzoo.hdf5 import DataError
     from modelzoo.pretrained import PretrainedError
     from modelzoo.registry import ModelNotFoundError
 

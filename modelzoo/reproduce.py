@@ -25,8 +25,8 @@ from modelzoo.tasks import get_task
 
 # Synthetic data generators by kind: "module:function", called as fn(path, **args).
 GENERATORS = {
-    "lhc": "modelzoo.data.lhc_pythia:generate_lhc_events",
-    "galaxy": "modelzoo.data.galaxy_galsim:generate_galaxies",
+    "lhc": "modelzoo.lhc.generator:generate_lhc_events",
+    "galaxy": "modelzoo.galaxy.generator:generate_galaxies",
 }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import difflib
 import json
 import os
 import re
@@ -32,11 +33,10 @@ import numpy as np
 import yaml
 
 from modelzoo import distributed
+from modelzoo.errors import ConfigError
 from modelzoo.pretrained import write_weights
-from modelzoo.registry import build, get_spec
-from modelzoo.tasks import get_task
+from modelzoo.registry import build, get_spec, get_task
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 
@@ -59,33 +59,65 @@ def load_yaml(text: str | IO[str]) -> Any:
     return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: no arbitrary objects
 
 
+# Keys of the training path itself, valid in every recipe with these defaults.
+CORE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lr_schedule": {"base_batch_size": None, "scaling": "linear", "warmup_epochs": 0,
+                    "decay_epochs": [], "decay_factors": []},
+    "train": {"seed": 0, "fp16_allreduce": False, "allreduce_bucket_mb": 4.0,
+              "keep_checkpoints": 2},
+}
+# Sections whose keys are passed on to code that validates them itself: the optimizer's keyword
+# arguments (Keras names the unknown ones) and the builder's config (the registry does).
+OPEN_SECTIONS = ("optimizer", "model")
+
+
 def load_recipe(name_or_path: str) -> dict[str, Any]:
-    """A recipe by model name (``lhc_cnn``) or YAML path."""
+    """A recipe by model name (``lhc_cnn``) or YAML path, with the training path's defaults
+    filled in."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         spec = get_spec(name_or_path)
         if spec.recipe is None:
-            raise ValueError(f"model {name_or_path!r} has no training recipe")
-        path = CONFIG_DIR / f"{spec.recipe}.yaml"
+            raise ConfigError(f"model {name_or_path!r} has no training recipe")
+        path = Path(spec.recipe)
     with open(path) as fh:
         recipe = load_yaml(fh)
-    recipe.setdefault("model", {})
-    return recipe
+    return with_defaults(recipe)
+
+
+def with_defaults(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` with the sections and keys of :data:`CORE_DEFAULTS` it does not set."""
+    result = copy.deepcopy(recipe)
+    result.setdefault("model", {})
+    for section, defaults in CORE_DEFAULTS.items():
+        result[section] = {**defaults, **(result.get(section) or {})}
+    return result
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Copy of ``recipe`` with dotted keys (``train.epochs``) replaced; unknown sections raise."""
+    """Copy of ``recipe`` with dotted keys (``train.epochs``) replaced. A key the recipe does not
+    have raises, listing the keys it does have (except in the optimizer's and model's sections,
+    whose keys Keras and the builder check)."""
     result = copy.deepcopy(recipe)
     for dotted, value in overrides.items():
         section, _, key = dotted.partition(".")
         if not key:
-            raise ValueError(f"override {dotted!r} must look like section.key")
-        if section not in result:
-            raise ValueError(f"override {dotted!r}: no section {section!r} in the recipe")
+            raise ConfigError(f"override {dotted!r} must look like section.key")
+        if section not in result or not isinstance(result[section], dict):
+            sections = ", ".join(k for k, v in result.items() if isinstance(v, dict))
+            raise ConfigError(f"override {dotted!r}: the recipe has no section {section!r}; "
+                              f"sections: {sections}")
         target = result[section]
         *parents, leaf = key.split(".")
         for parent in parents:
             target = target.setdefault(parent, {})
+        if section not in OPEN_SECTIONS and leaf not in target:
+            close = difflib.get_close_matches(leaf, list(target), n=1)
+            hint = f" Did you mean {section}.{close[0]}?" if close else ""
+            raise ConfigError(
+                f"override {dotted!r}: the recipe has no key {leaf!r} in {section!r}.{hint} "
+                f"Valid keys: {', '.join(f'{section}.{k}' for k in target)}"
+            )
         target[leaf] = value
     return result
 
@@ -111,7 +143,7 @@ def make_optimizer(
     name = opt_cfg.pop("name", "adam")
     base_lr = opt_cfg.pop("learning_rate", 1e-3)
     peak = distributed.scaled_learning_rate(
-        base_lr, global_batch, sched.get("base_batch_size", global_batch),
+        base_lr, global_batch, sched.get("base_batch_size") or global_batch,
         sched.get("scaling", "linear"),
     )
     schedule = distributed.WarmupSchedule(
@@ -281,7 +313,7 @@ def train(
     """
     group = distributed.init()
     cfg = load_recipe(model) if recipe is None else (
-        load_recipe(recipe) if isinstance(recipe, str) else copy.deepcopy(recipe))
+        load_recipe(recipe) if isinstance(recipe, str) else with_defaults(recipe))
     cfg = apply_overrides(cfg, overrides or {})
     cfg["model"]["name"] = model
     cfg["model"].setdefault("config", {})

@@ -14,13 +14,13 @@ import keras
 import numpy as np
 
 from modelzoo import metrics
-from modelzoo.data.lhc import LHCImages, open_lhc
 from modelzoo.distributed import ProcessGroup
+from modelzoo.lhc.reader import LHCImages, open_lhc
 from modelzoo.tasks import (
     Datasets,
-    register_task,
+    Task,
+    gather_shards,
     select_rows,
-    shard_rows,
     split_rows,
     split_streams,
 )
@@ -38,7 +38,7 @@ def _class_balanced(labels: np.ndarray, weights: np.ndarray) -> tuple[float, flo
     return (n / 2) / sums[0], (n / 2) / sums[1]
 
 
-class LHCClassification:
+class LHCClassification(Task):
     name = "lhc_classification"
 
     def open(self, path: str, data_cfg: dict) -> LHCImages:
@@ -84,25 +84,28 @@ class LHCClassification:
             weighted_metrics=["accuracy"],
         )
 
-    def predict(
+    def scores(
         self, model: keras.Model, images: LHCImages, rows: tuple[int, int], group: ProcessGroup,
         batch_size: int = 256,
     ) -> dict[str, np.ndarray]:
         """Signal scores and truth for ``rows``, computed shard-wise and gathered on all ranks."""
-        rows_here = shard_rows(rows, group)
-        lo, hi = rows_here
         keys = ["label", "weight"] + (["passes_selection"] if images.has_selection else [])
-        if hi > lo:
-            ds = images.dataset(rows_here, batch_size).map(lambda x, y, w: x)
-            steps = -(-(hi - lo) // batch_size)  # known length: no "ran out of data" warning
-            scores = model.predict(ds, steps=steps, verbose=0)[:, 1]
-            arrays = images.arrays(rows_here)
-        else:  # more ranks than events: this rank still joins the collectives
-            scores, arrays = np.zeros(0, np.float32), {k: np.zeros(0) for k in keys}
-        out = {"score": group.allgather(scores.astype(np.float32), name="scores")}
-        for key in keys:
-            out[key] = group.allgather(np.asarray(arrays[key], np.float64), name=f"gather_{key}")
-        return out
+
+        def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
+            steps = -(-(shard[1] - shard[0]) // batch_size)  # known length: no dry-run warning
+            inputs = images.dataset(shard, batch_size).map(lambda x, y, w: x)
+            score = model.predict(inputs, steps=steps, verbose=0)[:, 1].astype(np.float32)
+            arrays = images.arrays(shard)
+            return {"score": score, **{k: np.asarray(arrays[k], np.float64) for k in keys}}
+
+        empty = {"score": ((), "float32"), **{k: ((), "float64") for k in keys}}
+        return gather_shards(rows, group, compute, empty)
+
+    def predict(self, model: keras.Model, path: str, data_cfg: dict,
+                group: ProcessGroup) -> dict[str, np.ndarray]:
+        images = self.open(path, data_cfg)
+        pred = self.scores(model, images, (0, images.num_events), group)
+        return {"signal_score": pred["score"]}
 
     def evaluate(
         self, model: keras.Model, path: str, data_cfg: dict, split: str, output_dir: str | None,
@@ -110,7 +113,7 @@ class LHCClassification:
     ) -> dict[str, float]:
         images = self.open(path, data_cfg)
         rows = select_rows(images.num_events, data_cfg.get("val_fraction", 0.2), split)
-        pred = self.predict(model, images, rows, group)
+        pred = self.scores(model, images, rows, group)
         labels, scores, weights = pred["label"], pred["score"], pred["weight"]
         result = {
             "events": int(len(labels)),
@@ -163,5 +166,3 @@ def plot_roc(
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
-
-register_task(LHCClassification())

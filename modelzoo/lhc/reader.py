@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from modelzoo.data.hdf5 import DataError, Field, H5Source, stream
+from modelzoo.hdf5 import DataError, Field, H5Source, stream
 
 CHANNELS = ("calorimeter_energy", "em_energy", "track_count")
 LAYOUTS = ("acat", "benchmark")
@@ -102,7 +102,7 @@ class LHCImages:
 
     def dataset(self, rows: tuple[int, int], batch_size: int, **stream_args):
         """tf.data batches of (images, labels, weights) over ``rows``; see
-        :func:`modelzoo.data.hdf5.stream` for shuffling, repeat and sharding arguments."""
+        :func:`modelzoo.hdf5.stream` for shuffling, repeat and sharding arguments."""
         return stream(self.source, self.to_example, rows=rows, batch_size=batch_size, **stream_args)
 
     def arrays(self, rows: tuple[int, int], block_rows: int = 4096) -> dict[str, np.ndarray]:

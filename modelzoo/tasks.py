@@ -3,18 +3,20 @@
 A builder never reads files and a reader never knows a model; a :class:`Task` connects them for
 one kind of problem: it opens the data file with the right reader, turns it into per-rank tf.data
 pipelines, compiles the model with the loss, and evaluates a trained model on a file. A model's
-recipe (``modelzoo/configs/<name>.yaml``) names its task.
+recipe (``<case>/recipes/<model>.yaml``) names its task by the name its case gives it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import keras
+import numpy as np
 
-from modelzoo.data.hdf5 import H5Source, shard_range, stream
 from modelzoo.distributed import ProcessGroup
+from modelzoo.hdf5 import H5Source, shard_range, stream
 
 
 @dataclass
@@ -30,43 +32,66 @@ class Datasets:
     validation_steps: int | None = None
 
 
-class Task(Protocol):
-    name: str
+class Task:
+    """How one kind of problem trains and evaluates. A case's task subclasses this and is named
+    in its ``Case.tasks``; recipes refer to it by that name. ``datasets``, ``compile`` and
+    ``evaluate`` are required; the other hooks have defaults."""
 
     def datasets(
         self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup, seed: int,
         first_epoch: int,
-    ) -> Datasets: ...
+    ) -> Datasets:
+        """This rank's training and validation pipelines over ``path``."""
+        raise NotImplementedError
 
-    def compile(
-        self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict
-    ) -> None: ...
+    def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
+        """Compile ``model`` with ``optimizer`` and the task's loss and metrics."""
+        raise NotImplementedError
 
-    # Optional: ``finalize(model, path, data_cfg, group, seed) -> dict[str, float]`` runs on
-    # every rank once training is over, before the final weights are written (the galaxy task
-    # fits its prior there); its statistics go to the run folder's finalize.json.
-    # Optional: ``callbacks(model, path, data_cfg, group, seed) -> list[keras.callbacks.Callback]``
-    # are added to every rank's training loop (the galaxy task refits its prior in late epochs).
+    def callbacks(self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup,
+                  seed: int) -> list[keras.callbacks.Callback]:
+        """Extra callbacks for every rank's training loop (none by default)."""
+        return []
+
+    def finalize(self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup,
+                 seed: int) -> dict[str, float]:
+        """Runs on every rank after training, before the final weights are written; returns
+        statistics for the run folder's ``finalize.json`` (nothing by default)."""
+        return {}
 
     def evaluate(
         self, model: keras.Model, path: str, data_cfg: dict, split: str, output_dir: str | None,
         group: ProcessGroup,
-    ) -> dict[str, float]: ...
+    ) -> dict[str, Any]:
+        """The case's comparison on ``split`` of ``path``: metrics, and figures in
+        ``output_dir`` (rank 0)."""
+        raise NotImplementedError
+
+    def predict(self, model: keras.Model, path: str, data_cfg: dict,
+                group: ProcessGroup) -> dict[str, np.ndarray]:
+        """Per-row outputs for every row of ``path``, in the file's row order, on every rank
+        (``modelzoo predict`` writes them to HDF5)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement predict")
 
 
-_TASKS: dict[str, Task] = {}
+def gather_shards(
+    rows: tuple[int, int], group: ProcessGroup,
+    compute: Callable[[tuple[int, int]], dict[str, np.ndarray]],
+    empty: dict[str, tuple[tuple[int, ...], str]],
+) -> dict[str, np.ndarray]:
+    """The shared sharded evaluation: each rank runs ``compute`` on its contiguous shard of
+    ``rows`` (model predictions, truth read from the file, ...), and the per-row results are
+    gathered on every rank in row order.
 
-
-def register_task(task: Task) -> Task:
-    """Make ``task`` available to recipes under ``task.name``."""
-    _TASKS[task.name] = task
-    return task
-
-
-def get_task(name: str) -> Task:
-    if name not in _TASKS:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]
+    ``empty``: name -> (trailing shape, dtype) of each result, for a rank with no rows (more
+    ranks than rows), which still joins the collectives.
+    """
+    lo, hi = shard_rows(rows, group)
+    if hi > lo:
+        result = compute((lo, hi))
+    else:
+        result = {k: np.zeros((0, *shape), dtype) for k, (shape, dtype) in empty.items()}
+    return {k: group.allgather(np.asarray(result[k]), name=f"shard_{k}") for k in empty}
 
 
 def split_rows(num_rows: int, val_fraction: float) -> tuple[tuple[int, int], tuple[int, int]]:

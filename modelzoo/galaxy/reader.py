@@ -1,6 +1,6 @@
 """Reader for galaxy stamps: one prominent galaxy per image, optional noise variance and PSF.
 
-Layout (HDF5; what :mod:`modelzoo.data.galaxy_galsim` writes, and what a survey cut-out
+Layout (HDF5; what :mod:`modelzoo.galaxy.generator` writes, and what a survey cut-out
 pipeline can write for real data):
 
 * ``images``: (N, S, S) for one band or (N, S, S, B), float, sky-subtracted, any flux unit.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from modelzoo.data.hdf5 import DataError, Field, H5Source, stream
+from modelzoo.hdf5 import DataError, Field, H5Source, stream
 
 
 def _layout(path: str, images: str, psf: str) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
@@ -92,7 +92,7 @@ class GalaxyStamps:
         return (_channels_last(block["images"]).astype(np.float32) / np.float32(self.scale),)
 
     def dataset(self, rows: tuple[int, int], batch_size: int, **stream_args):
-        """tf.data batches of ``(images,)`` over ``rows``; see :func:`modelzoo.data.hdf5.stream`."""
+        """tf.data batches of ``(images,)`` over ``rows``; see :func:`modelzoo.hdf5.stream`."""
         return stream(self.source, self.to_example, rows=rows, batch_size=batch_size, **stream_args)
 
     def arrays(self, rows: tuple[int, int], block_rows: int = 1024) -> dict[str, np.ndarray]:

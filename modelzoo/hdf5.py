@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from modelzoo.errors import DataError
 
-class DataError(ValueError):
-    """A data file does not have the layout or content a reader expects."""
+__all__ = ["DataError", "Field", "H5Source", "shard_range", "stream"]
 
 
 @dataclass(frozen=True)

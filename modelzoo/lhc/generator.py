@@ -283,7 +283,7 @@ def _import_pythia():
         import pythia8mc
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "modelzoo.data.lhc_pythia needs Pythia 8's Python bindings: pip install pythia8mc "
+            "modelzoo.lhc.generator needs Pythia 8's Python bindings: pip install pythia8mc "
             "(or pip install 'modelzoo[science]')"
         ) from err
     return pythia8mc
@@ -765,7 +765,7 @@ def _write_attrs(handle: h5py.File, **kw: Any) -> None:
     procs: list[_Process] = kw["procs"]
     calo: CalorimeterConfig = kw["calorimeter"]
     version = _pythia_version()
-    handle.attrs["generator"] = f"Pythia {version} (pythia8mc), modelzoo.data.lhc_pythia"
+    handle.attrs["generator"] = f"Pythia {version} (pythia8mc), modelzoo.lhc.generator"
     handle.attrs["generator_version"] = version
     handle.attrs["layout"] = kw["layout"]
     handle.attrs["seed"] = int(kw["seed"])
@@ -793,36 +793,26 @@ def _write_attrs(handle: h5py.File, **kw: Any) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Command line: python -m modelzoo.data.lhc_pythia events.h5 --signal 1000 --background 4000
+# Command line: modelzoo data lhc --output events.h5 --signal 1000 --background 4000
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; prints the :class:`GenerationReport` as JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("path")
-    parser.add_argument("--signal", type=int, required=True, help="RPV gluino events")
-    parser.add_argument("--background", type=int, required=True, help="QCD events")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``modelzoo data lhc``."""
+    parser.add_argument("--output", required=True, help="HDF5 file to write")
+    parser.add_argument("--signal", type=int, default=1000, help="RPV gluino-pair events")
+    parser.add_argument("--background", type=int, default=1000, help="QCD multijet events")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--layout", choices=LAYOUTS, default="benchmark")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--sqrt-s", type=float, default=13000.0, help="GeV")
     parser.add_argument("--luminosity", type=float, default=36.0, help="fb^-1")
-    args = parser.parse_args(argv)
-    report = generate_lhc_events(
-        args.path,
-        n_signal=args.signal,
-        n_background=args.background,
-        image_size=args.image_size,
-        layout=args.layout,
-        seed=args.seed,
-        processes=args.processes,
-        sqrt_s_gev=args.sqrt_s,
-        luminosity_ifb=args.luminosity,
+
+
+def run(args: argparse.Namespace) -> None:
+    """``modelzoo data lhc``: the generator reports progress and a summary line itself."""
+    generate_lhc_events(
+        args.output, n_signal=args.signal, n_background=args.background,
+        image_size=args.image_size, layout=args.layout, seed=args.seed,
+        processes=args.processes, sqrt_s_gev=args.sqrt_s, luminosity_ifb=args.luminosity,
     )
-    print(json.dumps(asdict(report)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,7 +3,7 @@
 Training maximises the ELBO (the model carries it as its loss). Evaluation estimates log p(x)
 of each held-out stamp under the VAE by importance sampling (K = ``data.eval_samples``), fits
 the Celeste-style bivariate-normal galaxy model to the same stamps by maximum likelihood
-(:mod:`modelzoo.galaxy_baseline`), and reports the fraction of stamps on which the VAE assigns
+(:mod:`modelzoo.galaxy.baseline`), and reports the fraction of stamps on which the VAE assigns
 the higher density (the seed: 97.2% of 43,444 SDSS galaxies). Both densities are over the same
 numbers, the stamps divided by the file's scale, under the same kind of likelihood (independent
 normal pixels); ``log p`` in the file's own units is ``log p - num_pixels * log(scale)`` for both.
@@ -14,12 +14,12 @@ log-likelihood differences.
 
 Recipe keys (``data`` section): ``scale`` (``auto`` or a number), ``val_fraction``,
 ``shuffle``, ``augment`` (``none``, or ``dihedral``: each training stamp reflected/rotated
-by one of the 8 symmetries of the square, see :mod:`modelzoo.data.augment`), ``eval_samples``,
+by one of the 8 symmetries of the square, see :mod:`modelzoo.galaxy.augment`), ``eval_samples``,
 ``eval_refine_steps`` (per-stamp posterior refinement before importance sampling, see
-:func:`modelzoo.models.galaxy.log_prob`; 0 uses the encoder alone),
+:func:`modelzoo.galaxy.density.log_prob`; 0 uses the encoder alone),
 ``eval_noise_floor`` (``auto``: where the file has a ``noise_variance`` map and the baseline
 uses it, the VAE's density is conditioned on it too, each pixel's variance floored at its
-known noise, see :func:`modelzoo.models.galaxy.noise_floored`; ``false``: the decoder's
+known noise, see :func:`modelzoo.galaxy.vae.noise_floored`; ``false``: the decoder's
 variance alone),
 ``eval_max_stamps``, ``prior_draws`` (posterior draws per training stamp to which a model
 built with ``prior_components > 0`` fits its mixture prior after training),
@@ -38,14 +38,14 @@ import h5py
 import keras
 import numpy as np
 
-from modelzoo import galaxy_baseline
-from modelzoo.data.augment import augment_stream
-from modelzoo.data.galaxy import GalaxyStamps, open_galaxies
 from modelzoo.distributed import ProcessGroup
-from modelzoo.models import galaxy as vae
+from modelzoo.galaxy import baseline, density, prior, vae
+from modelzoo.galaxy.augment import augment_stream
+from modelzoo.galaxy.reader import GalaxyStamps, open_galaxies
 from modelzoo.tasks import (
     Datasets,
-    register_task,
+    Task,
+    gather_shards,
     select_rows,
     shard_rows,
     split_rows,
@@ -53,7 +53,7 @@ from modelzoo.tasks import (
 )
 
 
-class GalaxyDensity:
+class GalaxyDensity(Task):
     name = "galaxy_density"
 
     def open(self, path: str, data_cfg: dict) -> GalaxyStamps:
@@ -94,7 +94,7 @@ class GalaxyDensity:
         first = data_cfg.get("prior_refit_from")
         if first is None:
             return []
-        if vae.prior_layer(model) is None:
+        if prior.prior_layer(model) is None:
             raise ValueError("data.prior_refit_from needs a model built with "
                              "prior_components > 0 (--model-config prior_components=K)")
         return [_PriorRefit(self, path, data_cfg, group, seed, int(first))]
@@ -103,8 +103,8 @@ class GalaxyDensity:
         self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup, seed: int,
     ) -> dict[str, float]:
         """After training, fit the model's mixture prior (if it has one) to the aggregate
-        posterior of the training stamps (:func:`modelzoo.models.galaxy.fit_prior`)."""
-        if vae.prior_layer(model) is None:
+        posterior of the training stamps (:func:`modelzoo.galaxy.prior.fit_prior`)."""
+        if prior.prior_layer(model) is None:
             return {}
         return self.fit_prior(model, path, data_cfg, group, seed)
 
@@ -120,10 +120,10 @@ class GalaxyDensity:
         block = 2048
         batches = (stamps.arrays((start, min(start + block, here[1])))["images"]
                    for start in range(here[0], here[1], block))
-        draws = vae.posterior_draws(model, batches,
+        draws = prior.posterior_draws(model, batches,
                                     samples_per_stamp=int(data_cfg.get("prior_draws", 2)),
                                     seed=seed + 7919 * group.rank)
-        stats = vae.fit_prior(model, group.allgather(draws, name="prior_draws"), seed=seed,
+        stats = prior.fit_prior(model, group.allgather(draws, name="prior_draws"), seed=seed,
                               warm_start=True)
         return {**stats, "seconds": time.perf_counter() - began}
 
@@ -145,12 +145,13 @@ class GalaxyDensity:
         noise = data_cfg.get("baseline_noise", "auto")
         noise_floor = _noise_floor_setting(data_cfg, stamps)
         start = time.perf_counter()
-        here = shard_rows(rows, group)
-        result = compare(model, stamps, here, num_samples=num_samples, noise=noise,
-                         psf_components=int(data_cfg.get("baseline_psf_components", 2)),
-                         refine_steps=refine_steps, noise_floor=noise_floor)
-        gathered = {k: group.allgather(v, name=f"galaxy_{k}") for k, v in result.items()
-                    if isinstance(v, np.ndarray)}
+
+        def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
+            return compare(model, stamps, shard, num_samples=num_samples, noise=noise,
+                           psf_components=int(data_cfg.get("baseline_psf_components", 2)),
+                           refine_steps=refine_steps, noise_floor=noise_floor)
+
+        gathered = gather_shards(rows, group, compute, {k: ((), "float64") for k in COMPARED})
         seconds = time.perf_counter() - start
         vae_lp, base_lp = gathered["vae_log_prob"], gathered["baseline_log_prob"]
         delta = vae_lp - base_lp
@@ -166,8 +167,8 @@ class GalaxyDensity:
             "importance_samples": num_samples,
             "refine_steps": refine_steps,
             "vae_noise_floor": noise_floor,
-            "prior_components": getattr(vae.prior_layer(model), "components", 0),
-            "baseline_noise": result["noise"],
+            "prior_components": getattr(prior.prior_layer(model), "components", 0),
+            "baseline_noise": baseline.resolve_noise(noise, stamps.has_noise_variance),
             "baseline_converged_fraction": float(gathered["baseline_converged"].mean()),
             "scale": stamps.scale,
             "log_prob_unit_offset": float(-num_pixels * np.log(stamps.scale)),
@@ -195,6 +196,35 @@ class GalaxyDensity:
             write_figures(model, stamps, rows, delta, metrics, output_dir)
         return metrics
 
+    def predict(self, model: keras.Model, path: str, data_cfg: dict,
+                group: ProcessGroup) -> dict[str, np.ndarray]:
+        """Per stamp: the posterior mean and standard deviation of z, the decoder's mean and
+        variance at the posterior mean (the reconstruction), and the importance-weighted
+        log p(x) with ``data.eval_samples`` samples (model units)."""
+        stamps = self.open(path, data_cfg)
+        floor_on = _noise_floor_setting(data_cfg, stamps)
+        num_samples = int(data_cfg.get("eval_samples", 128))
+        d, shape = vae.latent_dim(model), stamps.image_shape
+
+        def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
+            arrays = stamps.arrays(shard)
+            posterior = vae.encode(model, arrays["images"])
+            likelihood = vae.decode(model, posterior.mean())
+            floor = arrays["noise_variance"] if floor_on else None
+            return {
+                "latent_mean": posterior.mean().numpy(),
+                "latent_stddev": posterior.stddev().numpy(),
+                "reconstruction_mean": likelihood.mean().numpy(),
+                "reconstruction_variance": likelihood.variance().numpy(),
+                "log_prob": density.log_prob(model, arrays["images"], num_samples,
+                                             noise_variance=floor),
+            }
+
+        empty = {"latent_mean": ((d,), "float32"), "latent_stddev": ((d,), "float32"),
+                 "reconstruction_mean": (shape, "float32"),
+                 "reconstruction_variance": (shape, "float32"), "log_prob": ((), "float64")}
+        return gather_shards((0, stamps.num_stamps), group, compute, empty)
+
 
 def _noise_floor_setting(data_cfg: dict, stamps: GalaxyStamps) -> bool:
     """``auto``: the VAE is conditioned on the noise map exactly when the baseline is (the file
@@ -202,8 +232,8 @@ def _noise_floor_setting(data_cfg: dict, stamps: GalaxyStamps) -> bool:
     setting = data_cfg.get("eval_noise_floor", "auto")
     has_map = stamps.has_noise_variance
     if setting == "auto":
-        baseline = galaxy_baseline.resolve_noise(data_cfg.get("baseline_noise", "auto"), has_map)
-        return has_map and baseline == "known"
+        noise_model = baseline.resolve_noise(data_cfg.get("baseline_noise", "auto"), has_map)
+        return has_map and noise_model == "known"
     if setting is True and not has_map:
         raise ValueError(f"{stamps.source.path}: data.eval_noise_floor=true needs a "
                          "'noise_variance' dataset (per-pixel noise variance, same shape as "
@@ -236,6 +266,9 @@ class _PriorRefit(keras.callbacks.Callback):
                   flush=True)
 
 
+COMPARED = ("vae_log_prob", "vae_elbo", "baseline_log_prob", "baseline_converged")
+
+
 def compare(
     model: keras.Model, stamps: GalaxyStamps, rows: tuple[int, int], *, num_samples: int = 128,
     noise: str = "auto", psf_components: int = 2, seed: int = 0, refine_steps: int = 0,
@@ -243,27 +276,22 @@ def compare(
 ) -> dict:
     """Per-stamp log p(x) under the VAE (importance-weighted) and the fitted baseline, in model
     units, for ``rows`` of ``stamps``; with ``noise_floor`` the VAE's density is conditioned on
-    the file's noise map (:func:`modelzoo.models.galaxy.noise_floored`)."""
-    if rows[1] <= rows[0]:  # more ranks than stamps: still join the collectives
-        empty = np.zeros(0)
-        return {"vae_log_prob": empty, "vae_elbo": empty, "baseline_log_prob": empty,
-                "baseline_converged": empty, "noise": noise}
+    the file's noise map (:func:`modelzoo.galaxy.vae.noise_floored`)."""
     arrays = stamps.arrays(rows)
     images = arrays["images"]
     floor = arrays["noise_variance"] if noise_floor else None
-    vae_lp = vae.log_prob(model, images, num_samples=num_samples, seed=seed,
+    vae_lp = density.log_prob(model, images, num_samples=num_samples, seed=seed,
                           refine_steps=refine_steps, noise_variance=floor)
-    vae_elbo = vae.elbo(model, images, seed=seed + 1, noise_variance=floor)
+    vae_elbo = density.elbo(model, images, seed=seed + 1, noise_variance=floor)
     psf = None
     if "psf" in arrays:
-        psf = galaxy_baseline.fit_psf(arrays["psf"], components=psf_components)
-    fit = galaxy_baseline.fit(images, arrays.get("noise_variance"), psf, noise=noise)
+        psf = baseline.fit_psf(arrays["psf"], components=psf_components)
+    fit = baseline.fit(images, arrays.get("noise_variance"), psf, noise=noise)
     return {
         "vae_log_prob": vae_lp.astype(np.float64),
         "vae_elbo": vae_elbo.astype(np.float64),
         "baseline_log_prob": fit.log_prob.astype(np.float64),
         "baseline_converged": fit.converged.astype(np.float64),
-        "noise": fit.noise,
     }
 
 
@@ -299,9 +327,9 @@ def write_figures(
     mean, variance = likelihood.mean().numpy()[0], likelihood.variance().numpy()[0]
     psf = None
     if "psf" in show:
-        psf = galaxy_baseline.fit_psf(show["psf"][index : index + 1])
+        psf = baseline.fit_psf(show["psf"][index : index + 1])
     noise_var = show["noise_variance"][index : index + 1] if "noise_variance" in show else None
-    base = galaxy_baseline.fit(stamp, noise_var, psf)
+    base = baseline.fit(stamp, noise_var, psf)
     paths = []
 
     def save_image(array: np.ndarray, title: str, name: str, cmap: str = "magma",
@@ -325,7 +353,7 @@ def write_figures(
     save_image(base.model_images[0], "bivariate-normal galaxy model, ML fit",
                "galaxy_baseline_fit.png")
 
-    samples = vae.sample(model, 16, seed=0)
+    samples = prior.sample(model, 16, seed=0)
     fig, axes = plt.subplots(4, 4, figsize=(7, 7))
     for ax, img in zip(axes.flat, samples):
         ax.imshow(np.arcsinh(img[..., 0] / 3.0), origin="lower", cmap="magma")
@@ -357,5 +385,3 @@ def write_figures(
     paths.append(path)
     return paths
 
-
-register_task(GalaxyDensity())

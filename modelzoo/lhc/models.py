@@ -16,35 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from modelzoo.registry import register_model
 
-_CITATION = (
-    "Bhimji et al., Deep Neural Networks for Physics Analysis on low-level whole-detector data at "
-    "the LHC, ACAT 2017, arXiv:1711.03573; Kurth et al., Deep Learning at 15PF, SC17, "
-    "arXiv:1708.05256"
-)
-_PUBLISHED = (
-    "On Delphes-simulated RPV gluino pairs (1400/850 GeV) vs QCD multijets (ACAT 2017 test set, "
-    "695,446 events, 14.8/fb), the cut-based physics selection keeps TPR 0.419 at FPR 3.39e-4 "
-    "(derived from the authors' evaluation notebook); the CNN on 64x64x3 images reaches a higher "
-    "TPR at that FPR (about 0.7-0.8 read off the paper's ROC figure; not verified)."
-)
-_LAYOUT = (
-    "HDF5, either all_events/{hist,histEM,histtrack,y,weight} (N,H,W each) or "
-    "{data,label,weight[,normweight,psr]} with data (N,3,H,W) NCHW or (N,H,W,3) NHWC"
-)
-
-
-@register_model(
-    domain="particle physics",
-    task="classification",
-    inputs="(64, 64, 3) calorimeter images: energy, EM energy, track count in (eta, phi)",
-    outputs="softmax over (background, signal)",
-    citation=_CITATION,
-    data_layout=_LAYOUT,
-    recipe="lhc_cnn",
-    published=_PUBLISHED,
-)
 def lhc_cnn(
     input_shape: tuple[int, int, int] = (64, 64, 3),
     num_classes: int = 2,
@@ -78,17 +50,6 @@ def lhc_cnn(
     return keras.Model(inputs, outputs, name="lhc_cnn")
 
 
-@register_model(
-    domain="particle physics",
-    task="classification",
-    inputs="(224, 224, 3) calorimeter images: energy, EM energy, track count in (eta, phi)",
-    outputs="softmax over (background, signal)",
-    citation=_CITATION,
-    data_layout=_LAYOUT,
-    recipe="lhc_cnn_15pf",
-    published=_PUBLISHED + " The 15PF network trained on 10M 224x224 images at up to 15 PF/s "
-    "on ~9,600 Cori KNL nodes (Kurth et al., SC17).",
-)
 def lhc_cnn_15pf(
     input_shape: tuple[int, int, int] = (224, 224, 3),
     num_classes: int = 2,

@@ -1,4 +1,4 @@
-"""Synthetic galaxy stamps with GalSim, in the layout :mod:`modelzoo.data.galaxy` reads.
+"""Synthetic galaxy stamps with GalSim, in the layout :mod:`modelzoo.galaxy.reader` reads.
 
 Each stamp is one prominent galaxy near the centre of a 69x69 image (the seed's stamp size),
 drawn from a mix of morphologies with the rates of a bright, SDSS-like sample:
@@ -41,6 +41,7 @@ galaxies for weak-lensing tests).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -520,7 +521,7 @@ def generate_galaxies(
         for k, v in truth.items():
             group.create_dataset(k, data=v.astype(np.int32) if k in
                                  ("morphology", "n_arms", "n_knots", "n_neighbours") else v)
-        fh.attrs["generator"] = "modelzoo.data.galaxy_galsim"
+        fh.attrs["generator"] = "modelzoo.galaxy.generator"
         fh.attrs["seed"] = seed
         fh.attrs["bands"] = ",".join(cfg.bands)
         fh.attrs["morphologies"] = ",".join(MORPHOLOGIES)
@@ -530,3 +531,32 @@ def generate_galaxies(
     os.replace(tmp, path)
     seconds = time.perf_counter() - start
     return GalaxyReport(path, n_stamps, seconds, n_stamps / seconds, counts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line: modelzoo data galaxy --output stamps.h5 --count 12000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``modelzoo data galaxy``."""
+    parser.add_argument("--output", required=True, help="HDF5 file to write")
+    parser.add_argument("--count", type=int, default=2000, help="number of stamps")
+    parser.add_argument("--bands", default="r", help="comma-separated ugriz bands, e.g. g,r,i")
+    parser.add_argument("--image-size", type=int, default=69)
+    parser.add_argument("--population", default="default", choices=sorted(POPULATIONS),
+                        help="galaxy population: 'default', or 'prominent' (the seed's "
+                        "selection: bright galaxies, crops downscaled to the stamp, background "
+                        "sources)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=1)
+
+
+def run(args: argparse.Namespace) -> None:
+    """``modelzoo data galaxy``."""
+    config = GalaxyConfig.population(args.population, image_size=args.image_size,
+                                     bands=tuple(args.bands.split(",")))
+    report = generate_galaxies(args.output, args.count, seed=args.seed,
+                               processes=args.processes, config=config, progress=True)
+    mix = ", ".join(f"{k} {v}" for k, v in report.morphology_counts.items())
+    print(f"wrote {report.n_stamps} stamps to {report.path} in {report.seconds:.1f} s "
+          f"({report.stamps_per_second:.1f} stamps/s); {mix}")

@@ -1,1 +1,0 @@
-"""Data readers for the published layouts and physics-informed synthetic generators."""
