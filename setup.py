@@ -13,8 +13,12 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["modelzoo", "modelzoo.*"]),
-    package_data={"modelzoo": ["configs/*.yaml", "data/*.slha"]},
+    # The shipped weights (pretrained/) install as package data, modelzoo/_pretrained, so that
+    # modelzoo.get(name, weights="default") works from a wheel as from a checkout.
+    packages=find_packages(include=["modelzoo", "modelzoo.*"]) + ["modelzoo._pretrained"],
+    package_dir={"modelzoo._pretrained": "pretrained"},
+    package_data={"": ["recipes/*.yaml", "*.slha", "*.md"],
+                  "modelzoo._pretrained": ["*.h5", "manifest.json"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tf-keras>=2.21,<2.22",

@@ -85,8 +85,6 @@ def get(name: str, weights: str | os.PathLike | None = None, **config: Any):
 def info(name: str) -> dict[str, Any]:
     """Metadata of a registered model: case, domain, task, inputs/outputs, defaults, citation,
     data layout, recipe, whether weights ship."""
-    import modelzoo.pretrained  # noqa: F401  (tells the registry which models ship weights)
-
     return get_spec(name).as_dict()
 
 

@@ -45,6 +45,11 @@ def model_card(name: str) -> str:
         "",
         spec.published or "No published number is attached to this model.",
         "",
+    ]
+    case = registry.cases().get(spec.case)
+    if case is not None and case.card:
+        lines += [f"## The case: {case.title}", "", case.card, ""]
+    lines += [
         "## Shipped weights (synthetic data)",
         "",
     ]

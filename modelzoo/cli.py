@@ -1,13 +1,26 @@
-"""The ``modelzoo`` command: list, info, train, evaluate, data."""
+"""The ``modelzoo`` command: list, info, train, evaluate, predict, data, pretrained, card, and
+the commands of optional modules (tune, explain).
+
+Built from the registered cases: ``modelzoo data <case>`` exists for every case that declares a
+data command. Nothing heavy is imported to parse the command line or to list models; the zoo's
+own user errors (:class:`modelzoo.errors.ZooError`) print as one line, anything else keeps its
+traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from typing import Any
 
-import yaml
+# Commands provided by core modules with ``add_arguments(parser)`` and ``run(args) -> int``.
+COMMANDS = {
+    "tune": ("modelzoo.tuning", "hyperparameter search for a model (Optuna)"),
+    "explain": ("modelzoo.interpret", "saliency, embeddings, reconstructions of a model"),
+}
 
 
 def _parse_assignments(pairs: list[str], what: str) -> dict[str, Any]:
@@ -30,12 +43,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         args.pattern, domain=args.domain, task=args.task, pretrained=args.pretrained
     )
     for name in names:
-        spec = modelzoo.info(name)
-        print(f"{name:<22} {spec['domain']:<20} {spec['task']:<18} {spec['summary']}")
+        spec = modelzoo.get_spec(name)
+        print(f"{name:<22} {spec.domain:<20} {spec.task:<18} {spec.summary}")
     return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    import yaml
+
     import modelzoo
 
     print(yaml.safe_dump(modelzoo.info(args.model), sort_keys=False, width=100))
@@ -73,40 +88,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from modelzoo import distributed, training
+    from modelzoo.errors import ConfigError
 
-    metrics = training.evaluate(args.run, args.data, split=args.split, output_dir=args.output,
-                                overrides=_parse_assignments(args.set, "--set"))
+    overrides = _parse_assignments(args.set, "--set")
+    if args.run:
+        metrics = training.evaluate(args.run, args.data, split=args.split,
+                                    output_dir=args.output, overrides=overrides)
+    elif args.model and args.weights:
+        metrics = training.evaluate_model(args.model, args.weights, args.data, split=args.split,
+                                          output_dir=args.output, overrides=overrides)
+    else:
+        raise ConfigError("evaluate needs MODEL --weights W (default, a tag, a weights file, a "
+                          "model or run folder) or --run RUN_FOLDER")
     if distributed.init().is_root:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(metrics, indent=2, default=str))
+        if args.output or args.run:
+            print(f"metrics.json and figures in {args.output or args.run}")
     return 0
 
 
-def _cmd_data_lhc(args: argparse.Namespace) -> int:
-    from modelzoo.lhc.generator import generate_lhc_events
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from modelzoo import distributed, training
 
-    # The generator reports progress and a summary line itself.
-    generate_lhc_events(
-        args.output, n_signal=args.signal, n_background=args.background,
-        image_size=args.image_size, layout=args.layout, seed=args.seed,
-        processes=args.processes,
-    )
+    shapes = training.predict(args.model, args.weights, args.data, args.output,
+                              overrides=_parse_assignments(args.set, "--set"))
+    if distributed.init().is_root:
+        listing = ", ".join(f"{k} {v}" for k, v in shapes.items())
+        print(f"wrote {args.output}: {listing}")
     return 0
 
 
-def _cmd_data_galaxy(args: argparse.Namespace) -> int:
-    from modelzoo.galaxy.generator import GalaxyConfig, generate_galaxies
+def _cmd_data(args: argparse.Namespace) -> int:
+    from modelzoo import registry
 
-    config = GalaxyConfig.population(args.population, image_size=args.image_size,
-                                     bands=tuple(args.bands.split(",")))
-    report = generate_galaxies(
-        args.output, args.count, seed=args.seed, processes=args.processes, config=config,
-        progress=True,
-    )
-    mix = ", ".join(f"{k} {v}" for k, v in report.morphology_counts.items())
-    print(
-        f"wrote {report.n_stamps} stamps to {report.path} in {report.seconds:.1f} s "
-        f"({report.stamps_per_second:.1f} stamps/s); {mix}"
-    )
+    case = registry.cases()[args.dataset]
+    importlib.import_module(case.data_command).run(args)
     return 0
 
 
@@ -164,7 +180,12 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command's parser. The options of ``data <case>`` and of the optional commands are
+    added only when ``argv`` asks for that command, so that ``--help`` stays instant."""
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    data_cases = wanted == "data"
     parser = argparse.ArgumentParser(
         prog="modelzoo", description="Deep learning for science: models, data, training."
     )
@@ -197,15 +218,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a trained run on an HDF5 file")
-    p.add_argument("--run", required=True, help="run folder written by `modelzoo train`")
+    p = sub.add_parser("evaluate", help="evaluate a model on an HDF5 file: the case's "
+                       "comparison, metrics.json and figures")
+    p.add_argument("model", nargs="?", help="registry name (with --weights)")
+    p.add_argument("--weights", help="default, a shipped tag, a weights file, a model or run "
+                   "folder")
+    p.add_argument("--run", help="run folder written by `modelzoo train` (instead of MODEL "
+                   "--weights)")
     p.add_argument("--data", required=True, help="HDF5 file")
     p.add_argument("--split", default="all", choices=("all", "val", "train"))
-    p.add_argument("--output", help="where metrics.json and figures go (default: the run folder)")
+    p.add_argument("--output", help="where metrics.json and figures go (default: the run "
+                   "folder with --run, none otherwise)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a key of the run's recipe for this evaluation, e.g. "
+                   help="override a key of the recipe for this evaluation, e.g. "
                    "--set data.eval_samples=256")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="per-row outputs of a model on an HDF5 file, written to "
+                       "HDF5 in the input's row order")
+    p.add_argument("model")
+    p.add_argument("--weights", default="default",
+                   help="default, a shipped tag, a weights file, a model or run folder")
+    p.add_argument("--data", required=True, help="HDF5 file")
+    p.add_argument("--output", required=True, help="HDF5 file to write, e.g. preds.h5")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a key of the recipe, e.g. --set data.eval_samples=32")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("pretrained", help="shipped weights: list, verify, re-create from scratch")
     p.add_argument("action", choices=("list", "verify", "recreate", "publish"))
@@ -226,44 +264,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write to this file instead of stdout")
     p.set_defaults(func=_cmd_card)
 
-    p = sub.add_parser("data", help="generate synthetic data sets")
-    data_sub = p.add_subparsers(dest="dataset", required=True)
-    from modelzoo.galaxy.generator import POPULATIONS
+    p = sub.add_parser("data", help="generate a case's synthetic data set "
+                       "(modelzoo data CASE --help)")
+    if data_cases:
+        from modelzoo import registry
 
-    q = data_sub.add_parser("lhc", help="Pythia 8 collisions -> calorimeter images (HDF5)")
-    q.add_argument("--output", required=True)
-    q.add_argument("--signal", type=int, default=1000, help="RPV gluino-pair events")
-    q.add_argument("--background", type=int, default=1000, help="QCD multijet events")
-    q.add_argument("--image-size", type=int, default=64)
-    q.add_argument("--layout", default="benchmark", choices=("benchmark", "acat"))
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--processes", type=int, default=1)
-    q.set_defaults(func=_cmd_data_lhc)
-    q = data_sub.add_parser("galaxy", help="GalSim galaxy stamps (HDF5) for galaxy_vae")
-    q.add_argument("--output", required=True)
-    q.add_argument("--count", type=int, default=2000, help="number of stamps")
-    q.add_argument("--bands", default="r", help="comma-separated ugriz bands, e.g. g,r,i")
-    q.add_argument("--image-size", type=int, default=69)
-    q.add_argument("--population", default="default", choices=sorted(POPULATIONS),
-                   help="galaxy population: 'default', or 'prominent' (the seed's selection: "
-                   "bright galaxies, crops downscaled to the stamp, background sources)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--processes", type=int, default=1)
-    q.set_defaults(func=_cmd_data_galaxy)
+        data_sub = p.add_subparsers(dest="dataset", required=True)
+        for name, case in sorted(registry.cases().items()):
+            if case.data_command:
+                q = data_sub.add_parser(name, help=case.title)
+                importlib.import_module(case.data_command).add_arguments(q)
+                q.set_defaults(func=_cmd_data)
+    else:
+        p.add_argument("dataset", help="case name, e.g. lhc")
+
+    for command, (module, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(module) is None:
+            continue
+        p = sub.add_parser(command, help=help_text)
+        if command == wanted:
+            loaded = importlib.import_module(module)
+            loaded.add_arguments(p)
+            p.set_defaults(func=loaded.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from modelzoo.hdf5 import DataError
-    from modelzoo.pretrained import PretrainedError
-    from modelzoo.registry import ModelNotFoundError
+    from modelzoo.errors import ZooError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, PretrainedError, ModelNotFoundError, FileNotFoundError, TypeError,
-            ValueError) as err:
-        # Expected user errors get one line, not a traceback.
+    except ZooError as err:
+        # The user's input is wrong (a file, a name, a setting): one line, not a traceback.
         print(f"modelzoo: error: {err}", file=sys.stderr)
         return 2
 

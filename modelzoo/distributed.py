@@ -29,6 +29,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from modelzoo.errors import ConfigError
+
 # Variables horovodrun (Gloo) and mpirun (Open MPI / MPICH / Slurm) set in each worker.
 _LAUNCHER_SIZE_VARS = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
@@ -345,7 +347,7 @@ def scaled_learning_rate(base_lr: float, global_batch: int, base_batch: int, sca
         return base_lr * ratio**0.5
     if scaling == "none":
         return base_lr
-    raise ValueError(f"lr scaling must be 'linear', 'sqrt' or 'none', got {scaling!r}")
+    raise ConfigError(f"lr scaling must be 'linear', 'sqrt' or 'none', got {scaling!r}")
 
 
 @keras.saving.register_keras_serializable(package="modelzoo")
@@ -363,7 +365,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         warmup_start_factor: float = 0.0,
     ) -> None:
         if len(decay_steps) != len(decay_factors):
-            raise ValueError("decay_steps and decay_factors differ in length")
+            raise ConfigError("decay_steps and decay_factors differ in length")
         self.peak = float(peak)
         self.warmup_steps = int(warmup_steps)
         self.decay_steps = tuple(int(s) for s in decay_steps)

@@ -2,7 +2,10 @@
 
 Shipped weights live in ``pretrained/`` next to ``pretrained/manifest.json``, one entry per
 ``model.tag`` (timm's naming): file, sha256, byte size, builder config, training recipe, data
-recipe, metrics on a fixed evaluation set, date and versions. Every load checks the full sha256
+recipe, metrics on a fixed evaluation set, date and versions. A source checkout reads the
+repository's ``pretrained/``; an installed wheel carries the same files as package data
+(``modelzoo/_pretrained``); ``MODELZOO_PRETRAINED_DIR`` points the zoo at another copy (an
+offline mirror, a shared folder on a cluster). Every load checks the full sha256
 first, so a tampered, truncated or Git-LFS-pointer file is refused with the path and both
 hashes, never half-loaded (keras#20271, kkweon/mnist-competition#1).
 
@@ -10,9 +13,11 @@ A model folder (keras-hub's preset layout, as written by :func:`save_pretrained`
 ``modelzoo train``) holds ``config.json`` (model name + builder config), ``model.weights.h5``
 and ``metadata.json`` (sha256, versions, metrics); :func:`from_pretrained` rebuilds it offline.
 
-Weight files are Keras's own ``.weights.h5`` or, for shipped entries, a compact variant that
-stores float16 arrays by variable path (attribute ``modelzoo_format``); loading restores
-float32 either way.
+Weight files are Keras's own ``.weights.h5`` or, for shipped entries, the zoo's compact
+``.float16.h5`` format: one float16 dataset per variable, named by the variable's path, with
+the variable's position and the sha256 of its bytes as attributes. Loading assigns each array
+to the variable of the same path and refuses a file whose paths, positions, shapes or array
+checksums do not match (a renamed, reordered or edited file), and restores float32.
 """
 
 from __future__ import annotations
@@ -23,28 +28,40 @@ import json
 import os
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
-import keras
 import numpy as np
 
 from modelzoo import registry
+from modelzoo.errors import PretrainedError
 
-PRETRAINED_DIR = Path(
-    os.environ.get("MODELZOO_PRETRAINED_DIR", Path(__file__).resolve().parent.parent / "pretrained")
-)
+if TYPE_CHECKING:  # keras (and TensorFlow) load when a model is built, not to read the manifest
+    import keras
+
 MANIFEST = "manifest.json"
 WEIGHTS_FILE = "model.weights.h5"
-COMPACT_FORMAT = "modelzoo-compact-v1"
+COMPACT_FORMAT = "modelzoo-float16-v2"
+COMPACT_SUFFIX = ".float16.h5"
+
+
+def _default_dir() -> Path:
+    """``MODELZOO_PRETRAINED_DIR``, else the source checkout's ``pretrained/``, else the
+    package data of an installed wheel."""
+    if os.environ.get("MODELZOO_PRETRAINED_DIR"):
+        return Path(os.environ["MODELZOO_PRETRAINED_DIR"])
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "pretrained"
+    if (checkout / MANIFEST).exists():
+        return checkout
+    return package / "_pretrained"
+
+
+PRETRAINED_DIR = _default_dir()
 
 # model -> (registry name, builder config) for models built by the zoo, so save_pretrained can
 # write the config without the user repeating it.
 _BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class PretrainedError(ValueError):
-    """Weights that cannot be used: missing, corrupt, or not matching the model."""
 
 
 def remember_build(model: keras.Model, name: str, config: dict[str, Any]) -> None:
@@ -107,55 +124,77 @@ def _check_file(path: Path, sha256: str | None, size: int | None) -> None:
             raise PretrainedError(f"{path}: sha256 {actual} does not match expected {sha256}")
 
 
-def _read_weights(path: Path) -> tuple[list[str], list[np.ndarray]] | None:
-    """(paths, arrays) of a compact file, or None for a Keras-native file."""
+def _array_digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _read_compact(path: Path) -> dict[str, tuple[int, np.ndarray]] | None:
+    """variable path -> (position, float16 array) of a compact file, None for any other file;
+    arrays whose bytes do not match their recorded sha256 are refused."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("modelzoo_format") != COMPACT_FORMAT:
                 return None
-            group = f["weights"]
-            keys = sorted(group.keys())
-            return (
-                [group[k].attrs["path"] for k in keys],
-                [group[k][()].astype(np.float32) for k in keys],
-            )
+            stored: dict[str, tuple[int, np.ndarray]] = {}
+
+            def visit(name: str, obj) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    array = obj[()]
+                    if _array_digest(array) != obj.attrs["sha256"]:
+                        raise PretrainedError(
+                            f"{path}: array '{name}' does not match its recorded checksum; the "
+                            "file was edited after it was written")
+                    stored[name] = (int(obj.attrs["position"]), array)
+
+            f["weights"].visititems(visit)
+            return stored
     except OSError as err:
         raise PretrainedError(f"{path}: cannot be read as HDF5 weights ({err})") from None
 
 
 def write_compact(model: keras.Model, path: str | os.PathLike, dtype: str = "float16") -> None:
-    """Write ``model``'s weights as ``dtype`` arrays keyed by variable order and path."""
+    """Write ``model``'s weights as ``dtype`` arrays named by variable path."""
+    paths = [var.path for var in model.weights]
+    if len(set(paths)) != len(paths):
+        raise PretrainedError(f"model {model.name!r} has variables that share a path; name its "
+                              "layers uniquely to ship it")
     with h5py.File(path, "w") as f:
         f.attrs["modelzoo_format"] = COMPACT_FORMAT
         group = f.create_group("weights")
-        for i, var in enumerate(model.weights):
-            dset = group.create_dataset(f"{i:04d}", data=np.asarray(var).astype(dtype))
-            dset.attrs["path"] = var.path
+        for position, var in enumerate(model.weights):
+            array = np.asarray(var).astype(dtype)
+            dset = group.create_dataset(var.path, data=array)
+            dset.attrs["position"] = position
+            dset.attrs["sha256"] = _array_digest(array)
 
 
 def _assign(model: keras.Model, path: Path) -> None:
-    compact = _read_weights(path)
-    if compact is None:
+    stored = _read_compact(path)
+    if stored is None:
         try:
             model.load_weights(path)
         except (ValueError, OSError) as err:
             raise PretrainedError(f"{path}: does not fit model {model.name!r} ({err})") from None
         return
-    paths, arrays = compact
-    variables = model.weights
-    if len(arrays) != len(variables):
+    variables = {var.path: (position, var) for position, var in enumerate(model.weights)}
+    missing, extra = sorted(set(variables) - set(stored)), sorted(set(stored) - set(variables))
+    if missing or extra:
         raise PretrainedError(
-            f"{path}: holds {len(arrays)} arrays, model {model.name!r} has {len(variables)} "
-            "variables; the weights belong to another configuration"
-        )
-    for var, saved_path, array in zip(variables, paths, arrays):
+            f"{path}: its arrays do not name the variables of model {model.name!r} (missing "
+            f"{', '.join(missing[:5]) or 'none'}; unexpected {', '.join(extra[:5]) or 'none'}); "
+            "the weights belong to another model or configuration")
+    for var_path, (position, var) in variables.items():
+        saved_position, array = stored[var_path]
+        if saved_position != position:
+            raise PretrainedError(
+                f"{path}: '{var_path}' was written as variable {saved_position}, the model has it "
+                f"at {position}; the file was reordered or belongs to another configuration")
         if tuple(var.shape) != array.shape:
             raise PretrainedError(
-                f"{path}: {saved_path} has shape {array.shape}, the model's {var.path} "
-                f"{tuple(var.shape)}; the weights belong to another configuration"
-            )
-    for var, array in zip(variables, arrays):
-        var.assign(array)
+                f"{path}: '{var_path}' has shape {array.shape}, the model's {tuple(var.shape)}; "
+                "the weights belong to another configuration")
+    for var_path, (_, var) in variables.items():
+        var.assign(stored[var_path][1].astype(np.float32))
 
 
 def build_pretrained(name: str, weights: str, config: dict[str, Any]) -> keras.Model:
@@ -175,6 +214,28 @@ def build_pretrained(name: str, weights: str, config: dict[str, Any]) -> keras.M
     _assign(model, path)
     remember_build(model, name, entry["config"])
     return model
+
+
+def build_with_weights(name: str, weights: str | os.PathLike,
+                       config: dict[str, Any]) -> keras.Model:
+    """Model ``name`` with ``weights``: ``"default"`` or a tag of a shipped entry, a model or run
+    folder (its ``config.json`` must name the same model), or a weights file (the model is built
+    from ``config`` over the registered defaults)."""
+    source = os.fspath(weights)
+    if os.path.isdir(source):
+        model = from_pretrained(source)
+        saved = _BUILT[model][0]
+        if saved != name:
+            raise PretrainedError(f"{source} holds a {saved!r} model, not {name!r}")
+        return model
+    if os.path.isfile(source):
+        model = registry.build(name, **config)
+        load_weights(model, source)
+        remember_build(model, name, config)
+        return model
+    if os.sep in source or source.endswith(".h5"):
+        raise PretrainedError(f"{source}: no such weights file or folder")
+    return build_pretrained(name, source, config)
 
 
 def load_weights(model: keras.Model, source: str | os.PathLike) -> keras.Model:
@@ -266,12 +327,20 @@ def from_pretrained(folder: str | os.PathLike) -> keras.Model:
         raise PretrainedError(f"{folder}: no config.json; not a model folder")
     model_cfg = json.loads(config_path.read_text())["model"]
     model = registry.build(model_cfg["name"], **model_cfg.get("config", {}))
-    load_weights(model, folder)
+    if (folder / WEIGHTS_FILE).exists():
+        load_weights(model, folder)
+    else:  # a run folder still training: its latest checkpoint
+        pointer = folder / "checkpoints" / "latest.json"
+        if not pointer.exists():
+            raise PretrainedError(f"{folder}: neither {WEIGHTS_FILE} nor a checkpoint")
+        checkpoint = json.loads(pointer.read_text())["checkpoint"]
+        load_weights(model, folder / "checkpoints" / checkpoint / WEIGHTS_FILE)
     remember_build(model, model_cfg["name"], model_cfg.get("config", {}))
     return model
 
 
 def versions() -> dict[str, str]:
+    import keras
     import tensorflow as tf
 
     from modelzoo import __version__
@@ -282,8 +351,3 @@ def versions() -> dict[str, str]:
         "tensorflow_version": tf.__version__,
         "date": datetime.date.today().isoformat(),
     }
-
-
-registry._pretrained_lookup = lambda name: any(
-    e["model"] == name for e in load_manifest().values()
-)

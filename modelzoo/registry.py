@@ -141,14 +141,13 @@ _REGISTRY: dict[str, ModelSpec] = {}
 _TASKS: dict[str, Any] = {}
 _CASES: dict[str, Case] = {}
 _discovered = False
-# Set by modelzoo.pretrained: name -> bool. A hook, so the registry does not import the weights
-# machinery (and the weights machinery can list what it ships).
-_pretrained_lookup: Callable[[str], bool] = lambda name: False  # noqa: E731
 
 
 def has_pretrained(name: str) -> bool:
     """Whether verified weights ship for ``name``."""
-    return _pretrained_lookup(name)
+    from modelzoo import pretrained
+
+    return any(entry["model"] == name for entry in pretrained.load_manifest().values())
 
 
 def _first_line(function: Callable[..., Any]) -> str:

@@ -20,22 +20,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelzoo import pretrained, training
-from modelzoo.tasks import get_task
-
-# Synthetic data generators by kind: "module:function", called as fn(path, **args).
-GENERATORS = {
-    "lhc": "modelzoo.lhc.generator:generate_lhc_events",
-    "galaxy": "modelzoo.galaxy.generator:generate_galaxies",
-}
+from modelzoo import pretrained, registry, training
+from modelzoo.errors import ConfigError
 
 
 def generate(kind: str, path: str | os.PathLike, args: dict[str, Any]) -> str:
-    """Write synthetic data set ``kind`` with ``args`` to ``path`` (skipped if it exists)."""
-    if kind not in GENERATORS:
-        raise ValueError(f"unknown generator {kind!r}; known: {', '.join(sorted(GENERATORS))}")
+    """Write the synthetic data set of case ``kind`` with ``args`` to ``path`` (skipped if it
+    exists)."""
+    generators = {name: case.generator for name, case in registry.cases().items()
+                  if case.generator}
+    if kind not in generators:
+        raise ConfigError(f"unknown generator {kind!r}; known: {', '.join(sorted(generators))}")
     if not os.path.exists(path):
-        module, _, function = GENERATORS[kind].partition(":")
+        module, _, function = generators[kind].partition(":")
         getattr(importlib.import_module(module), function)(path, progress=False, **args)
     return os.fspath(path)
 
@@ -47,7 +44,7 @@ def evaluate_model(model, entry: dict[str, Any], data_dir: str | os.PathLike) ->
     data = entry["data_recipe"]
     eval_path = Path(data_dir) / f"{data['generator']}-eval-seed{data['eval']['seed']}.h5"
     generate(data["generator"], eval_path, data["eval"])
-    task = get_task(entry["recipe"]["task"])
+    task = registry.get_task(entry["recipe"]["task"])
     return task.evaluate(
         model, str(eval_path), entry["recipe"].get("data", {}), "all", None, distributed.init()
     )
@@ -67,9 +64,9 @@ def export(
     model, cfg = training.load_run(run_dir)
     name = cfg["model"]["name"]
     if not key.startswith(f"{name}."):
-        raise ValueError(f"entry key {key!r} must start with the model name {name!r}")
+        raise ConfigError(f"entry key {key!r} must start with the model name {name!r}")
     pretrained.PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
-    weights = pretrained.PRETRAINED_DIR / f"{key}.weights.h5"
+    weights = pretrained.PRETRAINED_DIR / f"{key}{pretrained.COMPACT_SUFFIX}"
     pretrained.write_compact(model, weights)
     recipe = {k: v for k, v in cfg.items() if k not in ("data_file", "world_size")}
     entry: dict[str, Any] = {

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from modelzoo.distributed import ProcessGroup
+from modelzoo.errors import ConfigError
 from modelzoo.hdf5 import H5Source, shard_range, stream
 
 
@@ -101,7 +102,7 @@ def split_rows(num_rows: int, val_fraction: float) -> tuple[tuple[int, int], tup
     for time-ordered user files, pass a separate validation file instead.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     num_val = int(round(num_rows * val_fraction))
     return (0, num_rows - num_val), (num_rows - num_val, num_rows)
 
@@ -126,7 +127,7 @@ def steps_per_epoch(num_train: int, batch_size: int, group: ProcessGroup, path: 
     the ranks with more data would wait forever for the others."""
     steps = (num_train // group.size) // batch_size
     if steps < 1:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: {num_train} training {noun} cannot fill one batch of {batch_size} on "
             f"each of {group.size} ranks; lower the batch size or use more data"
         )

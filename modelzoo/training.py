@@ -32,8 +32,8 @@ import keras
 import numpy as np
 import yaml
 
-from modelzoo import distributed
-from modelzoo.errors import ConfigError
+from modelzoo import distributed, pretrained
+from modelzoo.errors import ConfigError, PretrainedError
 from modelzoo.pretrained import write_weights
 from modelzoo.registry import build, get_spec, get_task
 
@@ -260,7 +260,7 @@ def _restore_optimizer(optimizer: keras.optimizers.Optimizer, checkpoint: str) -
     with np.load(os.path.join(checkpoint, "optimizer.npz")) as saved:
         values = [saved[k] for k in sorted(saved.files)]
     if len(values) != len(optimizer.variables):
-        raise ValueError(
+        raise ConfigError(
             f"{checkpoint}: optimizer state has {len(values)} variables, the optimizer "
             f"{len(optimizer.variables)}; was the recipe changed since the checkpoint?"
         )
@@ -329,7 +329,7 @@ def train(
             previous = json.load(fh)
         as_saved = json.loads(json.dumps(cfg["model"]))  # tuples become lists in JSON
         if previous["model"] != as_saved or previous["task"] != cfg["task"]:
-            raise ValueError(
+            raise ConfigError(
                 f"{run_dir} holds a checkpoint of a different model configuration "
                 f"({previous['model']}); use another --output folder or --no-resume"
             )
@@ -413,7 +413,7 @@ def load_run(run_dir: str) -> tuple[keras.Model, dict[str, Any]]:
     """The trained model of a run folder (its final weights, else its latest checkpoint)."""
     config_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{run_dir}: no {CONFIG_FILE}; is this a modelzoo run folder?")
+        raise PretrainedError(f"{run_dir}: no {CONFIG_FILE}; is this a modelzoo run folder?")
     with open(config_path) as fh:
         cfg = json.load(fh)
     net = build(cfg["model"]["name"], **cfg["model"].get("config", {}))
@@ -421,10 +421,66 @@ def load_run(run_dir: str) -> tuple[keras.Model, dict[str, Any]]:
     if not os.path.exists(weights):
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
-            raise FileNotFoundError(f"{run_dir}: neither {WEIGHTS_FILE} nor a checkpoint")
+            raise PretrainedError(f"{run_dir}: neither {WEIGHTS_FILE} nor a checkpoint")
         weights = os.path.join(checkpoint[0], WEIGHTS_FILE)
     net.load_weights(weights)
     return net, cfg
+
+
+def load_model(name: str, weights: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
+    """Model ``name`` with ``weights`` and the recipe to evaluate it with: a run folder's own
+    recipe, a shipped entry's training recipe, else the model's default recipe (a weights file
+    or a model folder)."""
+    source = os.fspath(weights)
+    if os.path.isfile(os.path.join(source, CONFIG_FILE)):
+        with open(os.path.join(source, CONFIG_FILE)) as fh:
+            if "task" in json.load(fh):  # a run folder
+                net, cfg = load_run(source)
+                if cfg["model"]["name"] != name:
+                    raise PretrainedError(f"{source} is a run of {cfg['model']['name']!r}, "
+                                          f"not {name!r}")
+                return net, cfg
+    net = pretrained.build_with_weights(name, source, {})
+    if os.path.exists(source):
+        return net, load_recipe(name)
+    _, entry = pretrained.resolve(name, source)
+    return net, with_defaults(entry["recipe"])
+
+
+def predict(name: str, weights: str | os.PathLike, data: str, output: str, *,
+            overrides: dict[str, Any] | None = None) -> dict[str, tuple[int, ...]]:
+    """Per-row outputs of model ``name`` with ``weights`` on every row of ``data``, written to the
+    HDF5 file ``output`` in ``data``'s row order (rank 0 writes); returns dataset shapes."""
+    import h5py
+
+    group = distributed.init()
+    net, cfg = load_model(name, weights)
+    cfg = apply_overrides(cfg, overrides or {})
+    outputs = get_task(cfg["task"]).predict(net, data, cfg.get("data", {}), group)
+    if group.is_root:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        tmp = f"{output}.tmp{os.getpid()}"
+        with h5py.File(tmp, "w") as fh:
+            for key, array in outputs.items():
+                fh.create_dataset(key, data=array)
+            fh.attrs.update(model=name, weights=os.fspath(weights),
+                            data_file=os.path.abspath(data), modelzoo_task=cfg["task"])
+        os.replace(tmp, output)
+    group.barrier()
+    return {k: tuple(v.shape) for k, v in outputs.items()}
+
+
+def evaluate_model(
+    name: str, weights: str | os.PathLike, data: str, *, split: str = "all",
+    output_dir: str | None = None, overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The case's evaluation of model ``name`` with ``weights`` (``"default"``, a tag, a weights
+    file, a model or run folder) on ``data``; figures and ``metrics.json`` in ``output_dir``."""
+    group = distributed.init()
+    net, cfg = load_model(name, weights)
+    cfg = apply_overrides(cfg, overrides or {})
+    task = get_task(cfg["task"])
+    return task.evaluate(net, data, cfg.get("data", {}), split, output_dir, group)
 
 
 def evaluate(

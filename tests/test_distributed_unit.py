@@ -18,8 +18,8 @@ import pytest
 from conftest import toy_lhc_arrays, write_benchmark
 
 from modelzoo import distributed, training
-from modelzoo.data.hdf5 import shard_range
-from modelzoo.data.lhc import open_lhc
+from modelzoo.hdf5 import shard_range
+from modelzoo.lhc.reader import open_lhc
 from modelzoo.distributed import WarmupSchedule, scaled_learning_rate
 from modelzoo.registry import build
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import modelzoo
-from modelzoo import galaxy_baseline as gb
-from modelzoo.data.galaxy import open_galaxies
-from modelzoo.data.galaxy_galsim import GalaxyConfig, generate_galaxies
-from modelzoo.data.hdf5 import DataError
-from modelzoo.models import galaxy
+from modelzoo.galaxy import baseline as gb
+from modelzoo.galaxy.reader import open_galaxies
+from modelzoo.galaxy.generator import GalaxyConfig, generate_galaxies
+from modelzoo.hdf5 import DataError
+from modelzoo.galaxy import density, prior, vae
 
 # --- model shapes and distributions ---------------------------------------------------------
 
@@ -34,17 +34,17 @@ def test_shapes_of_distributions(bands):
     mean, variance = model(x)
     assert mean.shape == variance.shape == (3, 69, 69, bands)
     assert float(np.min(variance)) > 0
-    q = galaxy.encode(model, x)
+    q = vae.encode(model, x)
     assert tuple(q.batch_shape) == (3,) and tuple(q.event_shape) == (8,)
-    p = galaxy.decode(model, q.mode())
+    p = vae.decode(model, q.mode())
     assert tuple(p.batch_shape) == (3,) and tuple(p.event_shape) == (69, 69, bands)
     assert p.log_prob(x).shape == (3,)
-    assert galaxy.sample(model, 5, seed=1).shape == (5, 69, 69, bands)
-    assert galaxy.log_prob(model, x, num_samples=4).shape == (3,)
+    assert prior.sample(model, 5, seed=1).shape == (5, 69, 69, bands)
+    assert density.log_prob(model, x, num_samples=4).shape == (3,)
     if bands == 1:  # a single band may come without the channel axis
-        assert galaxy.log_prob(model, x[..., 0], num_samples=2).shape == (3,)
+        assert density.log_prob(model, x[..., 0], num_samples=2).shape == (3,)
     with pytest.raises(ValueError, match="do not fit"):
-        galaxy.encode(model, np.zeros((2, 64, 64, bands), np.float32))
+        vae.encode(model, np.zeros((2, 64, 64, bands), np.float32))
 
 
 # --- the importance-weighted estimator on a linear-Gaussian model ------------------------------
@@ -103,14 +103,14 @@ def test_log_prob_exact_with_exact_posterior():
     exact = _exact_log_prob(x, b, cov)
     # With q equal to the true posterior every importance weight equals p(x): K = 1 is exact.
     for k in (1, 7):
-        np.testing.assert_allclose(galaxy.log_prob(model, x, num_samples=k), exact, atol=2e-3)
+        np.testing.assert_allclose(density.log_prob(model, x, num_samples=k), exact, atol=2e-3)
 
 
 def test_log_prob_tightens_with_samples_and_converges():
     model, b, cov = _linear_gaussian(encoder_shift=0.7, encoder_scale=1.8)
     x = _draw(b, cov, 400, seed=1)
     exact = _exact_log_prob(x, b, cov)
-    gaps = {k: float(np.mean(exact - galaxy.log_prob(model, x, num_samples=k, seed=k)))
+    gaps = {k: float(np.mean(exact - density.log_prob(model, x, num_samples=k, seed=k)))
             for k in (1, 10, 100, 2000)}
     # A lower bound in expectation, never looser with more samples, and consistent.
     assert gaps[1] > gaps[10] > gaps[100] > gaps[2000] > -0.01, gaps
@@ -120,7 +120,7 @@ def test_log_prob_tightens_with_samples_and_converges():
     # proposal r: E_r[p(x) / r(x)] = 1.
     wide = 3.0 * cov
     grid = np.random.default_rng(2).multivariate_normal(b, wide, size=20000)
-    log_ratio = (galaxy.log_prob(model, grid.reshape(-1, 2, 2, 1), num_samples=200)
+    log_ratio = (density.log_prob(model, grid.reshape(-1, 2, 2, 1), num_samples=200)
                  - _exact_log_prob(grid, b, wide))
     assert abs(np.exp(log_ratio).mean() - 1.0) < 0.03
 
@@ -133,15 +133,15 @@ def test_refined_posterior_closes_the_amortisation_gap():
     x = _draw(b, cov, 300, seed=3)
     exact = _exact_log_prob(x, b, cov)
     truth, _, _ = _linear_gaussian()
-    target = galaxy.encode(truth, x)
-    refined = galaxy.refine_posterior(model, x, steps=150, num_samples=8, seed=4)
-    start = galaxy.encode(model, x)
+    target = vae.encode(truth, x)
+    refined = density.refine_posterior(model, x, steps=150, num_samples=8, seed=4)
+    start = vae.encode(model, x)
     error_before = np.abs(start.mean().numpy() - target.mean().numpy()).mean()
     error_after = np.abs(refined.mean().numpy() - target.mean().numpy()).mean()
     assert error_after < 0.2 * error_before, (error_before, error_after)
     np.testing.assert_allclose(refined.stddev().numpy(), target.stddev().numpy(), rtol=0.25)
-    gap_plain = np.mean(exact - galaxy.log_prob(model, x, num_samples=8, seed=5))
-    gap_refined = np.mean(exact - galaxy.log_prob(model, x, num_samples=8, seed=5,
+    gap_plain = np.mean(exact - density.log_prob(model, x, num_samples=8, seed=5))
+    gap_refined = np.mean(exact - density.log_prob(model, x, num_samples=8, seed=5,
                                                   refine_steps=150))
     assert gap_refined < 0.3 * gap_plain and gap_refined > -0.01, (gap_plain, gap_refined)
 
@@ -152,7 +152,7 @@ def test_laplace_covariance_is_the_exact_posterior_covariance():
     model, b, cov = _linear_gaussian()
     x = _draw(b, cov, 3, seed=6)
     z = np.random.default_rng(7).standard_normal((3, 2)).astype(np.float32)
-    tril = galaxy.laplace_scale_tril(model, x, z)
+    tril = density.laplace_scale_tril(model, x, z)
     np.testing.assert_allclose(tril @ np.swapaxes(tril, 1, 2),
                                np.broadcast_to(np.diag([1 / 5, 1 / 17]), (3, 2, 2)), atol=1e-5)
 
@@ -167,29 +167,29 @@ def test_noise_floor_conditions_the_density_on_the_known_noise():
     x = _draw(b, floored_cov, 200, seed=12)
     v = np.broadcast_to(floor.reshape(1, 2, 2, 1), x.shape).astype(np.float32)
     exact = _exact_log_prob(x, b, floored_cov)
-    estimate = galaxy.log_prob(model, x, 2000, seed=13, refine_steps=50, noise_variance=v)
+    estimate = density.log_prob(model, x, 2000, seed=13, refine_steps=50, noise_variance=v)
     assert abs(np.mean(exact - estimate)) < 0.02, np.mean(exact - estimate)
     # ... which the decoder's own variance gets wrong on the same draws, ...
-    assert np.mean(exact - galaxy.log_prob(model, x, 2000, seed=13, refine_steps=50)) > 0.1
+    assert np.mean(exact - density.log_prob(model, x, 2000, seed=13, refine_steps=50)) > 0.1
     # ... and a zero floor (noise unknown) leaves unchanged.
     np.testing.assert_allclose(
-        galaxy.log_prob(model, x, 16, seed=14, noise_variance=np.zeros_like(x)),
-        galaxy.log_prob(model, x, 16, seed=14), atol=1e-5)
+        density.log_prob(model, x, 16, seed=14, noise_variance=np.zeros_like(x)),
+        density.log_prob(model, x, 16, seed=14), atol=1e-5)
     # The Laplace precision uses the floored variance: I + W^T diag(1/max(s2, v)) W = diag(4, 11).
     z = np.random.default_rng(15).standard_normal((3, 2)).astype(np.float32)
-    tril = galaxy.laplace_scale_tril(model, x[:3], z, noise_variance=v[:3])
+    tril = density.laplace_scale_tril(model, x[:3], z, noise_variance=v[:3])
     np.testing.assert_allclose(tril @ np.swapaxes(tril, 1, 2),
                                np.broadcast_to(np.diag([1 / 4, 1 / 11]), (3, 2, 2)), atol=1e-5)
-    likelihood = galaxy.noise_floored(galaxy.decode(model, z), v[:3])
+    likelihood = vae.noise_floored(vae.decode(model, z), v[:3])
     np.testing.assert_allclose(likelihood.variance().numpy(), np.maximum(0.5, v[:3]), rtol=1e-5)
     with pytest.raises(ValueError, match="does not match"):
-        galaxy.log_prob(model, x, 4, noise_variance=v[:3])
+        density.log_prob(model, x, 4, noise_variance=v[:3])
     with pytest.raises(ValueError, match="non-negative"):
-        galaxy.log_prob(model, x, 4, noise_variance=-v)
+        density.log_prob(model, x, 4, noise_variance=-v)
 
 
 def _set_mixture_prior(model, weights, locs, scale_trils):
-    layer = galaxy.prior_layer(model)
+    layer = prior.prior_layer(model)
     layer.logits.assign(np.log(np.asarray(weights, np.float32)))
     layer.locs.assign(np.asarray(locs, np.float32))
     layer.scale_tril.assign(np.asarray(scale_trils, np.float32))
@@ -209,16 +209,16 @@ def test_mixture_prior_starts_standard_and_its_log_prob_is_exact():
     x = _draw(b, cov, 200, seed=8)
     # Unfitted, the mixture is N(0, I): the same estimate as the fixed prior.
     fixed, _, _ = _linear_gaussian(encoder_shift=0.7, encoder_scale=1.8)
-    np.testing.assert_allclose(galaxy.log_prob(model, x, 16, seed=9),
-                               galaxy.log_prob(fixed, x, 16, seed=9), atol=1e-4)
+    np.testing.assert_allclose(density.log_prob(model, x, 16, seed=9),
+                               density.log_prob(fixed, x, 16, seed=9), atol=1e-4)
     weights, locs = [0.3, 0.7], [[2.0, -1.0], [-1.0, 0.5]]
     trils = [[[0.5, 0.0], [0.2, 0.8]], [[0.7, 0.0], [0.0, 0.7]]]
     _set_mixture_prior(model, weights, locs, trils)
     exact = _exact_mixture_log_prob(x, b, cov, weights, locs, trils)
-    estimate = galaxy.log_prob(model, x, 2000, seed=10, refine_steps=50)
+    estimate = density.log_prob(model, x, 2000, seed=10, refine_steps=50)
     assert abs(np.mean(exact - estimate)) < 0.02, np.mean(exact - estimate)
     assert np.abs(exact - estimate).max() < 0.3
-    draws = galaxy.sample(model, 4000, seed=11, noise=False)[..., 0].reshape(4000, 4)
+    draws = prior.sample(model, 4000, seed=11, noise=False)[..., 0].reshape(4000, 4)
     mean = sum(w * (np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, -2.0]]) @ m + b)
                for w, m in zip(weights, np.asarray(locs)))
     np.testing.assert_allclose(draws.mean(axis=0), mean, atol=0.08)
@@ -237,7 +237,7 @@ def test_training_loss_is_the_elbo_under_the_current_prior():
     locs, trils = [[1.5, -1.0]], [[[0.6, 0.0], [0.3, 0.9]]]
 
     def expected_loss(model, x, prior):
-        q = galaxy.encode(model, x)
+        q = vae.encode(model, x)
         mu, var = np.asarray(q.mean(), np.float64), np.asarray(q.variance(), np.float64)
         resid = x.reshape(len(x), -1) - (mu @ W.T + b)
         recon = -0.5 * np.sum((resid**2 + var @ (W**2).T) / s2 + np.log(2 * np.pi * s2), axis=1)
@@ -264,7 +264,7 @@ def test_training_loss_is_the_elbo_under_the_current_prior():
 
 def test_prior_refits_need_a_mixture_prior():
     from modelzoo.distributed import ProcessGroup
-    from modelzoo.tasks import get_task
+    from modelzoo.registry import get_task
 
     task, model = get_task("galaxy_density"), _linear_gaussian()[0]
     assert task.callbacks(model, "stamps.h5", {}, ProcessGroup(), 0) == []
@@ -289,17 +289,17 @@ def test_fitted_prior_follows_the_aggregate_posterior():
         return x.reshape(n, 2, 2, 1).astype(np.float32)
 
     with pytest.raises(ValueError, match="prior_components"):
-        galaxy.fit_prior(fixed, np.zeros((10, 2)))
-    stats = galaxy.fit_prior(model, galaxy.posterior_draws(model, draw(2000), seed=13))
+        prior.fit_prior(fixed, np.zeros((10, 2)))
+    stats = prior.fit_prior(model, prior.posterior_draws(model, draw(2000), seed=13))
     assert stats["draws"] == 2000 and stats["converged"] == 1.0
     assert stats["log_density_mixture"] > stats["log_density_standard_normal"] + 1.0
-    layer = galaxy.prior_layer(model)
+    layer = prior.prior_layer(model)
     centres = np.sort(np.asarray(layer.locs)[:, 0])
     # Posterior means shrink the latents towards 0 by 1 - post_var = 4/5 along the first axis.
     np.testing.assert_allclose(centres, [-2.0, 2.0], atol=0.15)
     held_out = draw(300)
-    fitted = galaxy.log_prob(model, held_out, 256, seed=14, refine_steps=30).mean()
-    standard = galaxy.log_prob(fixed, held_out, 256, seed=14, refine_steps=30).mean()
+    fitted = density.log_prob(model, held_out, 256, seed=14, refine_steps=30).mean()
+    standard = density.log_prob(fixed, held_out, 256, seed=14, refine_steps=30).mean()
     true = _exact_mixture_log_prob(held_out, b, cov, weights, locs, trils).mean()
     assert fitted > standard + 0.5, (fitted, standard)
     assert fitted < true + 0.05, (fitted, true)
@@ -391,7 +391,7 @@ def test_reader_normalises_and_reports(tmp_path):
 
 def test_noise_floor_setting_follows_the_file(tmp_path):
     from modelzoo.distributed import ProcessGroup
-    from modelzoo.tasks import get_task
+    from modelzoo.registry import get_task
 
     task = get_task("galaxy_density")
     images = np.random.default_rng(1).normal(0, 4.0, (8, 69, 69)).astype(np.float32)
@@ -404,7 +404,7 @@ def test_noise_floor_setting_follows_the_file(tmp_path):
         task.evaluate(model, bare, {"eval_noise_floor": "yes", "val_fraction": 0.5}, "val",
                       None, ProcessGroup())
     # auto: the VAE is conditioned on the map exactly when the baseline is.
-    from modelzoo.tasks.galaxy import _noise_floor_setting
+    from modelzoo.galaxy.task import _noise_floor_setting
 
     mapped = open_galaxies(_write(tmp_path / "mapped.h5", images=images,
                                   noise_variance=np.full(images.shape, 16.0, np.float32)))
@@ -530,7 +530,7 @@ def _dihedral_images(image: np.ndarray) -> list[np.ndarray]:
 
 
 def test_dihedral_augmentation_draws_the_eight_symmetries():
-    from modelzoo.data.augment import dihedral
+    from modelzoo.galaxy.augment import dihedral
 
     image = np.arange(5 * 5 * 2, dtype=np.float32).reshape(5, 5, 2)  # no symmetry of its own
     group = _dihedral_images(image)
@@ -546,7 +546,7 @@ def test_dihedral_augmentation_draws_the_eight_symmetries():
 
 def test_augmented_stream_resumes_with_the_same_batches(tmp_path):
     from modelzoo.distributed import ProcessGroup
-    from modelzoo.tasks import get_task
+    from modelzoo.registry import get_task
 
     path = tmp_path / "stamps.h5"
     _write(path, images=np.random.default_rng(0).normal(size=(40, 6, 6)).astype(np.float32))
@@ -599,10 +599,10 @@ def test_short_training_beats_the_baseline(stamp_file, tmp_path):
     # The last two epochs trained against a prior refitted at their start: their checkpoints
     # hold it (a fit moves the components off N(0, I)'s zero means).
     for epoch in (19, 20):
-        checkpoint = galaxy.galaxy_vae(**small)
+        checkpoint = vae.galaxy_vae(**small)
         checkpoint.load_weights(os.path.join(run, "checkpoints", f"epoch-{epoch:04d}",
                                              "model.weights.h5"))
-        assert np.abs(np.asarray(galaxy.prior_layer(checkpoint).locs)).max() > 0.1
+        assert np.abs(np.asarray(prior.prior_layer(checkpoint).locs)).max() > 0.1
     # After training the prior was fitted again to the 448 training stamps' posteriors
     # (2 draws each) and travels with the weights.
     with open(os.path.join(run, "finalize.json")) as fh:
@@ -610,9 +610,9 @@ def test_short_training_beats_the_baseline(stamp_file, tmp_path):
     assert prior_fit["draws"] == 2 * 448
     assert prior_fit["log_density_mixture"] > prior_fit["log_density_standard_normal"]
     trained, _ = training.load_run(run)
-    np.testing.assert_allclose(np.asarray(galaxy.prior_layer(trained).locs),
-                               np.asarray(galaxy.prior_layer(result.model).locs))
-    assert np.abs(np.asarray(galaxy.prior_layer(trained).locs)).max() > 0.1
+    np.testing.assert_allclose(np.asarray(prior.prior_layer(trained).locs),
+                               np.asarray(prior.prior_layer(result.model).locs))
+    assert np.abs(np.asarray(prior.prior_layer(trained).locs)).max() > 0.1
     with open(os.path.join(run, "config.json")) as fh:
         assert json.load(fh)["data"]["scale"] == pytest.approx(GalaxyConfig().noise_sigma)
     out = str(tmp_path / "eval")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from modelzoo import training
-from modelzoo.data.lhc_pythia import generate_lhc_events
+from modelzoo.lhc.generator import generate_lhc_events
 
 pytestmark = pytest.mark.slow
 

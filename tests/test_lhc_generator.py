@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 import pytest
 
-from modelzoo.data import lhc_pythia
-from modelzoo.data.lhc_pythia import (
+from modelzoo.lhc import generator as lhc_pythia
+from modelzoo.lhc.generator import (
     CalorimeterConfig,
     GenerationReport,
     SelectionCuts,
@@ -289,7 +289,7 @@ def test_acat_layout_holds_the_same_events(small_runs):
 @pytest.mark.slow
 @needs_pythia
 def test_the_zoo_reader_opens_both_layouts(small_runs):
-    from modelzoo.data.lhc import open_lhc
+    from modelzoo.lhc.reader import open_lhc
 
     for key, layout in (("p1", "benchmark"), ("acat", "acat")):
         path = small_runs[key][0]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import write_acat, write_benchmark
 
-from modelzoo.data.hdf5 import DataError, shard_range
-from modelzoo.data.lhc import open_lhc
+from modelzoo.hdf5 import DataError, shard_range
+from modelzoo.lhc.reader import open_lhc
 
 
 def _collect(images, rows, **kw):

@@ -17,7 +17,7 @@ def _fake_shipped(tmp_path, monkeypatch):
     """A private pretrained/ folder with one compact float16 entry."""
     monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
     model = modelzoo.get("lhc_cnn", **TINY)
-    path = tmp_path / "lhc_cnn.test.weights.h5"
+    path = tmp_path / "lhc_cnn.test.float16.h5"
     pretrained.write_compact(model, path)
     manifest = {"lhc_cnn.test": {
         "model": "lhc_cnn", "tag": "test", "default": True, "file": path.name,

@@ -24,7 +24,7 @@ def test_config_overrides_defaults():
 
 
 def test_unknown_config_key_lists_accepted_keys():
-    with pytest.raises(TypeError) as err:
+    with pytest.raises(modelzoo.ConfigError) as err:
         modelzoo.get("lhc_cnn", dropot=0.1)
     message = str(err.value)
     assert "dropot" in message and "dropout (default 0.5)" in message
@@ -52,7 +52,8 @@ def test_info_describes_model():
     assert info["defaults"]["input_shape"] == (64, 64, 3)
     assert "arXiv:1711.03573" in info["citation"]
     assert "all_events" in info["data_layout"]
-    assert info["summary"].startswith("The ACAT 2017 paper CNN")
+    assert info["summary"].startswith("The ACAT 2017 CNN")
+    assert info["case"] == "lhc" and info["recipe"].endswith("lhc/recipes/lhc_cnn.yaml")
 
 
 def test_user_registered_model_behaves_like_builtin():

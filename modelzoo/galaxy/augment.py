@@ -10,6 +10,8 @@ symmetry for galaxy morphology).
 
 from __future__ import annotations
 
+from modelzoo.errors import ConfigError
+
 AUGMENTATIONS = ("none", "dihedral")
 
 
@@ -36,7 +38,7 @@ def augment_stream(train, kind: str, *, seed: int, first_step: int):
     one that went straight through.
     """
     if kind not in AUGMENTATIONS:
-        raise ValueError(f"data.augment must be one of {AUGMENTATIONS}, got {kind!r}")
+        raise ConfigError(f"data.augment must be one of {AUGMENTATIONS}, got {kind!r}")
     if kind == "none":
         return train
     import tensorflow as tf

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelzoo.errors import ConfigError
+
 # Hogg & Lang (2013) mixture coefficients as used by Celeste.jl: amplitudes and variances of
 # the de Vaucouleurs (8 components) and exponential (6) prototypes; variances are rescaled by
 # the prototypes' effective radii so that a unit scale has unit half-light radius.
@@ -361,17 +363,17 @@ def fit(
     import tensorflow as tf
 
     if noise not in NOISE_MODELS:
-        raise ValueError(f"noise must be one of {NOISE_MODELS}, got {noise!r}")
+        raise ConfigError(f"noise must be one of {NOISE_MODELS}, got {noise!r}")
     images = np.asarray(images, np.float64)
     images = images[..., None] if images.ndim == 3 else images
     n, size, _, bands = images.shape
     noise = resolve_noise(noise, noise_variance is not None)
     if noise == "known":
         if noise_variance is None:
-            raise ValueError('noise="known" needs noise_variance')
+            raise ConfigError('noise="known" needs noise_variance')
         variance = np.asarray(noise_variance, np.float64).reshape(images.shape)
         if not (variance > 0).all():
-            raise ValueError("noise_variance must be positive")
+            raise ConfigError("noise_variance must be positive")
     else:
         # Moments need a noise level: a robust sigma of each stamp's border.
         border = np.concatenate([images[:, :3].reshape(n, -1), images[:, -3:].reshape(n, -1)], 1)

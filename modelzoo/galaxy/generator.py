@@ -53,6 +53,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from modelzoo.errors import ConfigError
+
 MORPHOLOGIES = ("elliptical", "spiral", "irregular", "lenticular")
 
 # Relative flux per band of an old (bulge, elliptical), a disk and a young (knots, arms)
@@ -133,24 +135,24 @@ class GalaxyConfig:
     def population(cls, name: str, **overrides: Any) -> GalaxyConfig:
         """A named population (see ``POPULATIONS``) with keyword overrides."""
         if name not in POPULATIONS:
-            raise ValueError(f"unknown galaxy population {name!r}; known: {sorted(POPULATIONS)}")
+            raise ConfigError(f"unknown galaxy population {name!r}; known: {sorted(POPULATIONS)}")
         return cls(**{**POPULATIONS[name], **overrides})
 
     def __post_init__(self) -> None:
         self.bands = tuple(self.bands)
         unknown = [b for b in self.bands if b not in _WAVELENGTH]
         if unknown or not self.bands:
-            raise ValueError(f"bands must be drawn from ugriz, got {self.bands}")
+            raise ConfigError(f"bands must be drawn from ugriz, got {self.bands}")
         fractions = np.asarray(self.morphology_fractions, float)
         if len(fractions) != len(MORPHOLOGIES) or (fractions < 0).any() or fractions.sum() <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"morphology_fractions needs {len(MORPHOLOGIES)} non-negative rates for "
                 f"{MORPHOLOGIES}, got {self.morphology_fractions}"
             )
         if self.image_size < 16 or self.psf_size % 2 == 0:
-            raise ValueError("image_size must be >= 16 and psf_size odd")
+            raise ConfigError("image_size must be >= 16 and psf_size odd")
         if self.max_downscale < 1 or self.crop_hlr_ratio < 0 or self.neighbour_density < 0:
-            raise ValueError("max_downscale must be >= 1, crop_hlr_ratio and "
+            raise ConfigError("max_downscale must be >= 1, crop_hlr_ratio and "
                              "neighbour_density >= 0")
 
     @property
@@ -464,7 +466,7 @@ def generate_galaxies(
         chunk_size: stamps per work unit and per HDF5 write.
     """
     if n_stamps < 1:
-        raise ValueError(f"n_stamps must be positive, got {n_stamps}")
+        raise ConfigError(f"n_stamps must be positive, got {n_stamps}")
     cfg = config or GalaxyConfig.population(population)
     path = os.fspath(path)
     size, n_bands = cfg.image_size, len(cfg.bands)

@@ -39,6 +39,7 @@ import keras
 import numpy as np
 
 from modelzoo.distributed import ProcessGroup
+from modelzoo.errors import ConfigError
 from modelzoo.galaxy import baseline, density, prior, vae
 from modelzoo.galaxy.augment import augment_stream
 from modelzoo.galaxy.reader import GalaxyStamps, open_galaxies
@@ -77,7 +78,7 @@ class GalaxyDensity(Task):
         if kind == "dihedral":
             height, width = stamps.image_shape[:2]
             if height != width:
-                raise ValueError(f"{path}: data.augment=dihedral needs square stamps, the "
+                raise ConfigError(f"{path}: data.augment=dihedral needs square stamps, the "
                                  f"file's are {height}x{width}")
         # Ranks draw different orientations (their shards differ anyway; this keeps it so
         # even for identical stamps).
@@ -95,7 +96,7 @@ class GalaxyDensity(Task):
         if first is None:
             return []
         if prior.prior_layer(model) is None:
-            raise ValueError("data.prior_refit_from needs a model built with "
+            raise ConfigError("data.prior_refit_from needs a model built with "
                              "prior_components > 0 (--model-config prior_components=K)")
         return [_PriorRefit(self, path, data_cfg, group, seed, int(first))]
 
@@ -235,11 +236,11 @@ def _noise_floor_setting(data_cfg: dict, stamps: GalaxyStamps) -> bool:
         noise_model = baseline.resolve_noise(data_cfg.get("baseline_noise", "auto"), has_map)
         return has_map and noise_model == "known"
     if setting is True and not has_map:
-        raise ValueError(f"{stamps.source.path}: data.eval_noise_floor=true needs a "
+        raise ConfigError(f"{stamps.source.path}: data.eval_noise_floor=true needs a "
                          "'noise_variance' dataset (per-pixel noise variance, same shape as "
                          "'images'); the file has none")
     if setting not in (True, False):
-        raise ValueError(f"data.eval_noise_floor must be auto, true or false, got {setting!r}")
+        raise ConfigError(f"data.eval_noise_floor must be auto, true or false, got {setting!r}")
     return setting
 
 

@@ -105,6 +105,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from modelzoo.errors import ConfigError
+
 SLHA_FILE = Path(__file__).with_name("rpv_gluino.slha")
 """The RPV gluino spectrum and decay tables (m_gluino = 1400 GeV, m_neutralino = 850 GeV)."""
 
@@ -633,15 +635,15 @@ def generate_lhc_events(
         A :class:`GenerationReport` with the speed and the selection's weighted TPR/FPR.
     """
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if n_signal < 0 or n_background < 0 or n_signal + n_background == 0:
-        raise ValueError(
+        raise ConfigError(
             f"need n_signal, n_background >= 0 and some events, got {n_signal}, {n_background}"
         )
     if image_size < 1:
-        raise ValueError(f"image_size must be positive, got {image_size}")
+        raise ConfigError(f"image_size must be positive, got {image_size}")
     if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+        raise ConfigError(f"seed must be non-negative, got {seed}")
     cuts = cuts or SelectionCuts()
     calorimeter = calorimeter or CalorimeterConfig()
     start = time.perf_counter()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from modelzoo.errors import ConfigError
 from modelzoo.hdf5 import DataError, Field, H5Source, stream
 
 CHANNELS = ("calorimeter_energy", "em_energy", "track_count")
@@ -133,7 +134,7 @@ def open_lhc(
     """
     path = os.fspath(path)
     if transform not in TRANSFORMS:
-        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        raise ConfigError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
     layout = detect_layout(path)
     if layout == "acat":
         weight_path = {"weight": "weight", "normweight": "normalized_weight"}.get(weight, weight)

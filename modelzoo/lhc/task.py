@@ -15,6 +15,7 @@ import numpy as np
 
 from modelzoo import metrics
 from modelzoo.distributed import ProcessGroup
+from modelzoo.errors import ConfigError
 from modelzoo.lhc.reader import LHCImages, open_lhc
 from modelzoo.tasks import (
     Datasets,
@@ -34,7 +35,7 @@ def _class_balanced(labels: np.ndarray, weights: np.ndarray) -> tuple[float, flo
     n = len(labels)
     sums = [weights[labels == c].sum() for c in (0, 1)]
     if min(sums) <= 0:
-        raise ValueError("training needs events of both classes with positive weight")
+        raise ConfigError("training needs events of both classes with positive weight")
     return (n / 2) / sums[0], (n / 2) / sums[1]
 
 
@@ -56,7 +57,7 @@ class LHCClassification(Task):
         train_rows, val_rows = split_rows(images.num_events, data_cfg.get("val_fraction", 0.2))
         weighting = data_cfg.get("train_weights", "none")
         if weighting not in TRAIN_WEIGHTINGS:
-            raise ValueError(
+            raise ConfigError(
                 f"data.train_weights must be one of {TRAIN_WEIGHTINGS}, got {weighting!r}"
             )
         # Factors come from the whole training split so that every rank weights alike.

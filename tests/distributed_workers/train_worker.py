@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 import modelzoo  # noqa: E402
 from modelzoo import distributed, training  # noqa: E402
-from modelzoo.data import hdf5  # noqa: E402
+from modelzoo import hdf5  # noqa: E402
 
 
 @modelzoo.register_model(name="tiny_cnn", domain="test", task="classification", replace=True)
