@@ -286,7 +286,7 @@ def test_inverse_square_and_angular_response():
     mu = mu.reshape(8, 24)
     assert np.unravel_index(mu.argmax(), mu.shape) in ((4, 0), (4, 23))
     assert mu[4, 0] > 10 * mu[4, 12]  # the far wall gets far less light
-    # a PMT seen edge-on gets nothing: its acceptance is the cosine to its normal
+    # from the centre every PMT of a ring sees the same light (azimuthal symmetry)
     g, _ = generator._geometric_response(np.array([[0.0, 0.0, 0.0]]))
     assert (g > 0).all() and np.ptp(g.reshape(8, 24), axis=1).max() < 1e-12
 
