@@ -18,9 +18,9 @@ import pytest
 from conftest import toy_lhc_arrays, write_benchmark
 
 from modelzoo import distributed, training
+from modelzoo.distributed import WarmupSchedule, scaled_learning_rate
 from modelzoo.hdf5 import shard_range
 from modelzoo.lhc.reader import open_lhc
-from modelzoo.distributed import WarmupSchedule, scaled_learning_rate
 from modelzoo.registry import build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,10 +128,10 @@ def test_repeated_stream_is_whole_epochs_that_resume_identically(tmp_path):
     assert not np.array_equal(straight[0], straight[steps])  # reshuffled each epoch
     # A run resumed at epoch 2 gets exactly the batches an uninterrupted run gets in epoch 2.
     resumed = first_batches(2, steps)
-    assert all(np.array_equal(a, b) for a, b in zip(straight[2 * steps:], resumed))
+    assert all(np.array_equal(a, b) for a, b in zip(straight[2 * steps:], resumed, strict=True))
     # Unshuffled, every epoch is the file order.
     plain = first_batches(0, 2 * steps, shuffle=False)
-    assert all(np.array_equal(a, b) for a, b in zip(plain[:steps], plain[steps:]))
+    assert all(np.array_equal(a, b) for a, b in zip(plain[:steps], plain[steps:], strict=True))
 
 
 # --- the one-process fallback -------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_init_alone_gives_a_one_process_group_with_identity_collectives(alone):
     model.compile(optimizer=optimizer, loss="mse")
     distributed.sync_initial_state(model, group)
     group.broadcast_variables(model.variables)
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     logs = {"loss": 1.0, "val_loss": 2.0}
     distributed.AverageMetrics(group).on_epoch_end(0, logs)

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
+import modelzoo
 from modelzoo.lhc import generator as lhc_pythia
 from modelzoo.lhc.generator import (
     CalorimeterConfig,
@@ -302,9 +303,9 @@ def test_the_zoo_reader_opens_both_layouts(small_runs):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="layout"):
+    with pytest.raises(modelzoo.ConfigError, match=r"layout must be one of .*got 'nchw'"):
         generate_lhc_events(tmp_path / "x.h5", n_signal=1, n_background=1, layout="nchw")
-    with pytest.raises(ValueError, match="events"):
+    with pytest.raises(modelzoo.ConfigError, match="some events, got 0, 0"):
         generate_lhc_events(tmp_path / "x.h5", n_signal=0, n_background=0)
     assert not (tmp_path / "x.h5").exists()
 

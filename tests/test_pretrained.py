@@ -29,7 +29,7 @@ def _fake_shipped(tmp_path, monkeypatch):
 
 
 def _same_weights(a, b, rtol=0.0, atol=0.0):
-    for wa, wb in zip(a.weights, b.weights):
+    for wa, wb in zip(a.weights, b.weights, strict=True):
         np.testing.assert_allclose(np.asarray(wa), np.asarray(wb), rtol=rtol, atol=atol)
 
 

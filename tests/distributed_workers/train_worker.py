@@ -25,8 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import modelzoo  # noqa: E402
-from modelzoo import distributed, training  # noqa: E402
-from modelzoo import hdf5  # noqa: E402
+from modelzoo import distributed, hdf5, training  # noqa: E402
 
 
 @modelzoo.register_model(name="tiny_cnn", domain="test", task="classification", replace=True)
