@@ -196,6 +196,9 @@ def write_figures(output_dir: str, labels: np.ndarray, probabilities: np.ndarray
 
 class ECoGClassification(Task):
     name = "ecog_classification"
+    # What `modelzoo tune` minimises: the validation loss without the weight-decay penalty
+    # (Keras adds regularisation to val_loss, which would favour weak decay for its own sake).
+    tune_monitor = "val_cross_entropy"
 
     def open(self, path: str, data_cfg: dict) -> ECoGTrials:
         return open_ecog(path)
@@ -223,7 +226,8 @@ class ECoGClassification(Task):
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+                      metrics=["accuracy",
+                               keras.metrics.SparseCategoricalCrossentropy(name="cross_entropy")])
 
     def callbacks(self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup,
                   seed: int) -> list[keras.callbacks.Callback]:
