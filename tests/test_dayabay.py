@@ -308,8 +308,9 @@ def test_short_dae_training_fills_masked_pixels_and_its_code_separates_ibd(train
 
     run = tmp_path / "dae"
     train("dayabay_dae", train_file, run_dir=str(run), verbose=0,
-          overrides={"train.epochs": 6, "data.eval_max_events": 1000,
-                     "data.tsne_max_points": 300},
+          overrides={"train.epochs": 12, "train.batch_size": 32,
+                     "lr_schedule.base_batch_size": 32, "optimizer.learning_rate": 2e-3,
+                     "data.eval_max_events": 1000, "data.tsne_max_points": 300},
           model_config={"filters": 32})
     metrics = evaluate(str(run), train_file, split="val")
     assert metrics["events"] == 750

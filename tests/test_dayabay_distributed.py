@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_distributed import HOROVODRUN, _needs_horovod, _run  # noqa: F401
 
 WORKER = Path(__file__).resolve().parent / "distributed_workers" / "dayabay_worker.py"

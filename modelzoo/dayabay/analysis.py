@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def corruption_mask(shape: tuple[int, ...], fraction: float, seed: int) -> np.ndarray:
     """Boolean (n, ...) array, True where a value is zeroed: exactly ``round(fraction * size)``
     per example, chosen uniformly (the same rule as the model's corruption layer)."""

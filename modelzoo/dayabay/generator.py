@@ -388,7 +388,7 @@ def generate_dayabay(
         results = pool.imap_unordered(_run_chunk, tasks) if pool else map(_run_chunk, tasks)
         with h5py.File(partial, "w") as handle:
             datasets = {}
-            for label, (name, dataset) in enumerate(CLASS_DATASETS):
+            for label, (_, dataset) in enumerate(CLASS_DATASETS):
                 if counts[label]:
                     datasets[label] = _create_dataset(handle, dataset, counts[label])
             for label, first, rows in results:
