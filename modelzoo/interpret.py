@@ -168,3 +168,174 @@ def cluster_agreement(linkage: np.ndarray, groups: np.ndarray | list[int]) -> di
     majority = sum(np.bincount(truth[clusters == c]).max() for c in np.unique(clusters))
     return {"purity": float(majority / len(truth)),
             "adjusted_rand": float(adjusted_rand_score(truth, clusters))}
+
+
+def _batched_predict(model, inputs: np.ndarray, batch_size: int):
+    return model.predict(np.asarray(inputs), batch_size=batch_size, verbose=0)
+
+
+def _pick_output(outputs, like: tuple[int, ...] | None = None):
+    """The one output array of ``outputs`` (a model may return a list or dict): the first whose
+    sample shape is ``like`` when given, else the first."""
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if not isinstance(outputs, (list, tuple)):
+        return outputs
+    for out in outputs:
+        if like is None or tuple(np.shape(out)[1:]) == tuple(like):
+            return out
+    raise ConfigError(f"no model output has the sample shape {like}; the outputs have "
+                      f"{[tuple(np.shape(o)[1:]) for o in outputs]}")
+
+
+def layer_features(model, inputs: np.ndarray, layer: str | int | None = None,
+                   batch_size: int = 64) -> np.ndarray:
+    """The activations of ``layer`` (a name or an index into ``model.layers``) for ``inputs``,
+    flattened to (N, features).
+
+    ``None`` picks the last layer before the outputs whose activations are one vector per
+    sample (a dense or pooling layer), falling back to the layer before the last.
+    """
+    import keras
+
+    if layer is None:
+        outputs = {id(t) for t in model.outputs}
+        vectors = [lay for lay in model.layers[1:]
+                   if len(lay.output.shape) == 2 and id(lay.output) not in outputs]
+        chosen = vectors[-1] if vectors else model.layers[-2]
+    elif isinstance(layer, int) or (isinstance(layer, str) and layer.lstrip("-").isdigit()):
+        chosen = model.layers[int(layer)]
+    else:
+        try:
+            chosen = model.get_layer(layer)
+        except ValueError:
+            names = ", ".join(lay.name for lay in model.layers)
+            raise ConfigError(f"{model.name} has no layer {layer!r}; layers: {names}") from None
+    extractor = keras.Model(model.inputs, chosen.output, name=f"{model.name}_{chosen.name}")
+    features = _pick_output(_batched_predict(extractor, inputs, batch_size))
+    return np.asarray(features).reshape(len(inputs), -1)
+
+
+def saliency(
+    model,
+    inputs: np.ndarray,
+    target: int | str | None = None,
+    path: str | Path | None = None,
+    batch_size: int = 32,
+    max_panels: int = 4,
+) -> np.ndarray:
+    """Gradient of one scalar per sample with respect to the input (Simonyan et al. 2014),
+    same shape as ``inputs``.
+
+    ``target``: an int is that output unit (a class score); ``"sum"`` is the sum of all outputs
+    (for an autoencoder: how each input pixel moves the whole reconstruction, seed figure 9);
+    ``None`` is ``"sum"`` for a model whose output has the input's shape and the predicted
+    class's score otherwise. For a linear model y = w.x the saliency is w.
+
+    With ``path``, the first ``max_panels`` inputs are drawn above their absolute saliency.
+    """
+    import tensorflow as tf
+
+    inputs = np.asarray(inputs, np.float32)
+    grads = []
+    for start in range(0, len(inputs), batch_size):
+        x = tf.convert_to_tensor(inputs[start:start + batch_size])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = _pick_output(model(x, training=False))
+            out = tf.reshape(out, (tf.shape(out)[0], -1))
+            if target is None:
+                auto = "sum" if tuple(out.shape[1:]) == (int(np.prod(inputs.shape[1:])),) \
+                    else "argmax"
+            else:
+                auto = target
+            if auto == "sum":
+                score = tf.reduce_sum(out, axis=1)
+            elif auto == "argmax":
+                score = tf.reduce_max(out, axis=1)
+            elif isinstance(auto, (int, np.integer)) or str(auto).isdigit():
+                index = int(auto)
+                if not 0 <= index < out.shape[1]:
+                    raise ConfigError(f"saliency target {index} outside the model's "
+                                      f"{out.shape[1]} outputs")
+                score = out[:, index]
+            else:
+                raise ConfigError(f"saliency target must be an output index, 'sum' or None, "
+                                  f"got {target!r}")
+            total = tf.reduce_sum(score)  # samples are independent: one backward pass
+        grads.append(tape.gradient(total, x).numpy())
+    result = np.concatenate(grads) if grads else np.zeros_like(inputs)
+    if path is not None:
+        _pairs(inputs[:max_panels], np.abs(result[:max_panels]), Path(path),
+               ("input", "|saliency|"), cmaps=("viridis", "inferno"))
+    return result
+
+
+def _as_image(sample: np.ndarray) -> np.ndarray:
+    """A 2-D view of one sample: (H, W, C) -> first channel, (H, W) as is, (L,) as one row."""
+    sample = np.asarray(sample)
+    if sample.ndim == 3:
+        return sample[..., 0] if sample.shape[-1] <= 4 else sample[0]
+    return sample if sample.ndim == 2 else sample.reshape(1, -1)
+
+
+def _pairs(top: np.ndarray, bottom: np.ndarray, path: Path, titles: tuple[str, ...],
+           cmaps: tuple[str, ...], middle: np.ndarray | None = None) -> None:
+    """Columns of samples, rows: ``top``, optional ``middle``, ``bottom`` (same colour scale for
+    the rows that share a colour map)."""
+    plt = _pyplot()
+    rows = [top] + ([middle] if middle is not None else []) + [bottom]
+    n = len(top)
+    fig, axes = plt.subplots(len(rows), n, figsize=(2.6 * n, 2.6 * len(rows)), squeeze=False)
+    for r, (row, title, cmap) in enumerate(zip(rows, titles, cmaps)):
+        same = [i for i, c in enumerate(cmaps) if c == cmap]
+        stack = np.concatenate([np.ravel(rows[i]) for i in same])
+        vmin, vmax = np.percentile(stack, [1, 99])
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(_as_image(row[c]), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def reconstruction_figure(
+    model,
+    inputs: np.ndarray,
+    path: str | Path | None = None,
+    targets: np.ndarray | None = None,
+    max_panels: int = 4,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """An autoencoder's reconstructions of ``inputs`` next to them (seed figure 8).
+
+    ``targets``: the clean samples when ``inputs`` are corrupted (a denoising autoencoder);
+    default ``inputs``. Returns ``reconstruction``, per-sample ``mse`` against the targets and,
+    with targets, ``input_mse`` (what returning the input unchanged would score). With
+    ``path``: columns of target / input / reconstruction (or input / reconstruction).
+    """
+    inputs = np.asarray(inputs, np.float32)
+    recon = np.asarray(_pick_output(_batched_predict(model, inputs, batch_size),
+                                    like=inputs.shape[1:]))
+    if recon.shape != inputs.shape:
+        raise ConfigError(f"{model.name} outputs {recon.shape[1:]} per sample, not the input's "
+                          f"shape {inputs.shape[1:]}: it is not an autoencoder")
+    reference = inputs if targets is None else np.asarray(targets, np.float32)
+    axes = tuple(range(1, inputs.ndim))
+    result = {"reconstruction": recon, "mse": ((recon - reference) ** 2).mean(axis=axes)}
+    if targets is not None:
+        result["input_mse"] = ((inputs - reference) ** 2).mean(axis=axes)
+    if path is not None:
+        k = max_panels
+        if targets is None:
+            _pairs(inputs[:k], recon[:k], Path(path), ("input", "reconstruction"),
+                   ("viridis", "viridis"))
+        else:
+            _pairs(reference[:k], recon[:k], Path(path), ("clean", "corrupted input",
+                   "reconstruction"), ("viridis", "viridis", "viridis"), middle=inputs[:k])
+    return result
