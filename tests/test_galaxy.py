@@ -22,7 +22,7 @@ from modelzoo.hdf5 import DataError
 
 def test_registered_with_recipe():
     spec = modelzoo.info("galaxy_vae")
-    assert spec["recipe"] == "galaxy_vae"
+    assert spec["recipe"].endswith("modelzoo/galaxy/recipes/galaxy_vae.yaml")
     assert spec["defaults"]["image_size"] == 69
     assert "Regier" in spec["citation"]
 
