@@ -32,7 +32,17 @@ import numpy as np
 from modelzoo.errors import ConfigError
 
 # Variables horovodrun (Gloo) and mpirun (Open MPI / MPICH / Slurm) set in each worker.
-_LAUNCHER_SIZE_VARS = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+_LAUNCHER_SIZE_VARS = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE",
+                       "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+
+
+def launcher_size() -> tuple[str, int] | None:
+    """(variable, world size) announced by the launcher that started this process (horovodrun,
+    mpirun, srun), or None when started alone."""
+    for name in _LAUNCHER_SIZE_VARS:
+        if int(os.environ.get(name, "1")) > 1:
+            return name, int(os.environ[name])
+    return None
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,16 @@ class ProcessGroup:
             tf.constant(pairs, dtype=tf.float64), op=self.hvd.Sum, name=name
         ).numpy()
         return {k: float(s / n) for k, (s, n) in zip(keys, totals)}
+
+    def allreduce_sum(self, array: np.ndarray, name: str = "sum") -> np.ndarray:
+        """Element-wise sum of ``array`` (same shape on every rank) over the ranks, in float64:
+        a global statistic from per-shard parts (counts, sums)."""
+        array = np.asarray(array, np.float64)
+        if self.hvd is None:
+            return array
+        import tensorflow as tf
+
+        return self.hvd.allreduce(tf.constant(array), op=self.hvd.Sum, name=name).numpy()
 
     def allgather(self, array: np.ndarray, name: str = "gather") -> np.ndarray:
         """Concatenate each rank's ``array`` along axis 0, in rank order."""
@@ -107,7 +127,7 @@ _GROUP: ProcessGroup | None = None
 
 def launched_distributed() -> bool:
     """Whether this process was started by horovodrun/mpirun as one of several workers."""
-    return any(int(os.environ.get(v, "1")) > 1 for v in _LAUNCHER_SIZE_VARS)
+    return launcher_size() is not None
 
 
 def init(*, pin_gpu: bool = True) -> ProcessGroup:
@@ -139,6 +159,17 @@ def init(*, pin_gpu: bool = True) -> ProcessGroup:
         # buckets overlap backpropagation, so a 10 ms cycle delays nothing that matters.
         os.environ.setdefault("HOROVOD_CYCLE_TIME", "10")
     hvd.init()
+    variable, expected = launcher_size()
+    if hvd.size() != expected:
+        # E.g. mpirun or srun starting a Gloo-only Horovod: every process would train alone,
+        # as rank 0 of 1, and all of them would write the same run folder.
+        raise RuntimeError(
+            f"the launcher started {expected} processes ({variable}={expected}) but Horovod sees "
+            f"a job of {hvd.size()}: this Horovod cannot join that launcher's job (the zoo's "
+            "default build has Gloo only, no MPI). Start the job with horovodrun or "
+            "./horovod_run.sh (which work under SLURM and PBS too), or build Horovod with MPI "
+            "(docs/scaling_out.md)"
+        )
     group = ProcessGroup(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), hvd)
     if pin_gpu and gpus:
         tf.config.set_visible_devices(gpus[group.local_rank % len(gpus)], "GPU")

@@ -1,15 +1,28 @@
 """Validated, sharded, streaming access to HDF5 data sets, and the tf.data pipeline over them.
 
-A reader for one case describes the datasets it needs as :class:`Field`s; :class:`H5Source`
-checks the file against them once (presence, rank, trailing shape, dtype, equal lengths, finite
-values, readability of every chunk) and raises one :class:`DataError` naming the file, the
-dataset and what was expected. :func:`stream` then turns any row subset into a tf.data pipeline
-that reads contiguous blocks, so no process ever holds the whole file.
+A reader for one case describes the datasets it needs as :class:`Field`s. :class:`H5Source`
+checks the file's structure on every process (presence, rank, trailing shape, dtype, equal
+lengths) and its content only on this process's shard of the rows (readability of every chunk,
+finite values, label values, the field's own checks): the ranks of a Horovod job each read
+about 1/N of the file at start-up and together check all of it. Any problem raises one
+:class:`DataError` naming the file, the dataset, the row and what was expected.
+:func:`stream` then turns any row subset into a tf.data pipeline that reads contiguous blocks,
+so no process ever holds the whole file.
+
+The rules for what real files contain live here, once, for every case: float features may be
+stored as integers; labels (``kind="label"``) may be stored as int, unsigned, bool or float
+holding exact class values, as (N,) or (N, 1); datasets a reader does not ask for are ignored;
+optional fields may be absent.
+
+``MODELZOO_COUNT_READS=1`` opens files through a counting file object, and
+:func:`bytes_read` reports how many bytes this process read from each file.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +31,13 @@ import numpy as np
 
 from modelzoo.errors import DataError
 
-__all__ = ["DataError", "Field", "H5Source", "shard_range", "stream"]
+__all__ = ["DataError", "Field", "H5Source", "bytes_read", "shard_range", "stream"]
+
+KINDS = ("float", "int", "label")
+_BYTES_READ: dict[str, int] = {}
+# (path, size, mtime, rows, field paths) already checked by this process: a file reopened (the
+# galaxy prior refits, evaluation after training) is not read again just to be validated.
+_VALIDATED: set[tuple] = set()
 
 
 @dataclass(frozen=True)
@@ -28,9 +47,15 @@ class Field:
     Attributes:
         key: name of the array in the blocks the reader receives.
         path: dataset path inside the HDF5 file.
-        trailing_shape: expected shape after the event axis; ``None`` entries are free.
-        kind: ``"float"`` or ``"int"`` (integers and booleans).
+        trailing_shape: expected shape after the row axis; ``None`` entries are free. For a
+            ``"label"`` field ``()`` also accepts a column (N, 1), delivered as (N,).
+        kind: ``"float"`` (integers accepted too), ``"int"`` (integers and booleans) or
+            ``"label"`` (class values in ``classes``, stored as int, unsigned, bool or float
+            holding exact values; delivered as int64).
         required: a missing optional field is simply absent from the blocks.
+        classes: the valid class values of a ``"label"`` field (None: any integer value).
+        check: optional per-row test of a block of this field, returning True for valid rows.
+        expected: what ``check`` requires, for the error message (e.g. "variances must be > 0").
     """
 
     key: str
@@ -38,14 +63,82 @@ class Field:
     trailing_shape: tuple[int | None, ...] = ()
     kind: str = "float"
     required: bool = True
+    classes: tuple[int, ...] | None = None
+    check: Callable[[np.ndarray], np.ndarray] | None = None
+    expected: str = ""
+
+
+class _CountingFile(io.RawIOBase):
+    """A read-only file that adds the bytes it returns to :data:`_BYTES_READ`."""
+
+    def __init__(self, path: str) -> None:
+        self._fh = open(path, "rb")  # noqa: SIM115  (closed with this object)
+        self._path = path
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def readinto(self, buffer) -> int:
+        n = self._fh.readinto(buffer)
+        _BYTES_READ[self._path] = _BYTES_READ.get(self._path, 0) + (n or 0)
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def _open(path: str) -> h5py.File:
+    if os.environ.get("MODELZOO_COUNT_READS") == "1":
+        return h5py.File(_CountingFile(path), "r")
+    return h5py.File(path, "r")
+
+
+def bytes_read(path: str | os.PathLike | None = None) -> int | dict[str, int]:
+    """Bytes this process has read from ``path`` (or from every file) while
+    ``MODELZOO_COUNT_READS=1``."""
+    if path is None:
+        return dict(_BYTES_READ)
+    return _BYTES_READ.get(os.fspath(path), 0)
+
+
+def _process_shard() -> tuple[int, int]:
+    """(rank, size) of this process in the training job: the zoo's process group if
+    :func:`modelzoo.distributed.init` has run, else a single process."""
+    distributed = sys.modules.get("modelzoo.distributed")
+    group = getattr(distributed, "_GROUP", None)
+    return (group.rank, group.size) if group is not None else (0, 1)
 
 
 def _describe_shape(shape: Sequence[int | None]) -> str:
     return "(N" + "".join(f", {'*' if d is None else d}" for d in shape) + ")"
 
 
+def _describe(field: Field) -> str:
+    if field.kind == "label":
+        values = f" with values in {set(field.classes)}" if field.classes else ""
+        return f"{_describe_shape(field.trailing_shape)} or (N, 1) labels{values}"
+    return f"{_describe_shape(field.trailing_shape)} {field.kind}"
+
+
 class H5Source:
     """An HDF5 file checked against a list of :class:`Field`s, read by row ranges.
+
+    Args:
+        path: the file.
+        fields: the datasets to read.
+        check_finite: check float datasets for NaN/Inf (on this process's shard).
+        rows: the rows whose content this process checks (default: its shard of the file,
+            see above; ``(0, num_rows)`` in a single process).
 
     The file handle is opened lazily per process (h5py handles must not cross ``fork``).
     """
@@ -57,6 +150,7 @@ class H5Source:
         *,
         check_finite: bool = True,
         scan_block_rows: int = 4096,
+        rows: tuple[int, int] | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self._handle: h5py.File | None = None
@@ -64,7 +158,7 @@ class H5Source:
         if not os.path.exists(self.path):
             raise DataError(f"{self.path}: no such file")
         try:
-            handle = h5py.File(self.path, "r")
+            handle = _open(self.path)
         except OSError as err:  # truncated or not HDF5 at all
             raise DataError(
                 f"{self.path}: cannot be opened as HDF5 ({err}); the file may be truncated or "
@@ -73,36 +167,46 @@ class H5Source:
         with handle:
             self.fields = self._check_layout(handle, fields)
             self.num_rows = self._check_lengths(handle)
-            self._scan(handle, check_finite, scan_block_rows)
+            if rows is None:
+                rows = shard_range(self.num_rows, *_process_shard())
+            stat = os.stat(self.path)
+            key = (self.path, stat.st_size, stat.st_mtime_ns, rows, check_finite,
+                   tuple(sorted(f.path for f in self.fields.values())))
+            if key not in _VALIDATED:
+                self._check_content(handle, rows, check_finite, scan_block_rows)
+                _VALIDATED.add(key)
 
     def _check_layout(self, handle: h5py.File, fields: Sequence[Field]) -> dict[str, Field]:
         present: dict[str, Field] = {}
         for f in fields:
+            if f.kind not in KINDS:
+                raise ValueError(f"field {f.key}: kind must be one of {KINDS}, got {f.kind!r}")
             if f.path not in handle:
                 if f.required:
                     raise DataError(
-                        f"{self.path}: missing dataset '{f.path}'; expected "
-                        f"{_describe_shape(f.trailing_shape)} {f.kind}"
+                        f"{self.path}: missing dataset '{f.path}'; expected {_describe(f)}"
                     )
                 continue
             dset = handle[f.path]
             if not isinstance(dset, h5py.Dataset):
                 raise DataError(f"{self.path}: '{f.path}' is a group, expected a dataset")
             shape = dset.shape
-            expected = _describe_shape(f.trailing_shape)
-            if len(shape) != 1 + len(f.trailing_shape) or any(
-                want is not None and got != want for got, want in zip(shape[1:], f.trailing_shape)
+            trailing = f.trailing_shape
+            if f.kind == "label" and len(shape) == 2 + len(trailing) and shape[-1] == 1:
+                shape = shape[:-1]  # a column of labels
+            if len(shape) != 1 + len(trailing) or any(
+                want is not None and got != want for got, want in zip(shape[1:], trailing)
             ):
                 raise DataError(
-                    f"{self.path}: dataset '{f.path}' has shape {shape}, expected {expected}"
+                    f"{self.path}: dataset '{f.path}' has shape {dset.shape}, expected "
+                    f"{_describe(f)}"
                 )
             dkind = dset.dtype.kind
-            ok = dkind == "f" if f.kind == "float" else dkind in "iub"
-            if f.kind == "float" and dkind in "iu":
-                ok = True  # integer counts are acceptable as float features
-            if not ok:
+            ok = {"float": "fiu", "int": "iub", "label": "iubf"}[f.kind]
+            if dkind not in ok:
                 raise DataError(
-                    f"{self.path}: dataset '{f.path}' has dtype {dset.dtype}, expected {f.kind}"
+                    f"{self.path}: dataset '{f.path}' has dtype {dset.dtype}, expected "
+                    f"{_describe(f)}"
                 )
             present[f.key] = f
         return present
@@ -117,42 +221,76 @@ class H5Source:
             raise DataError(f"{self.path}: datasets are empty")
         return num_rows
 
-    def _scan(self, handle: h5py.File, check_finite: bool, block_rows: int) -> None:
-        # One pass in blocks: finds unreadable (truncated) chunks and NaN/Inf before training
-        # starts, instead of deep inside a tf.data iterator hours later.
+    def _check_content(self, handle: h5py.File, rows: tuple[int, int], check_finite: bool,
+                       block_rows: int) -> None:
+        # One pass over this process's rows in blocks: finds unreadable (truncated) chunks,
+        # NaN/Inf and invalid values before training starts, instead of deep inside a tf.data
+        # iterator hours later.
         for f in self.fields.values():
             dset = handle[f.path]
-            for start in range(0, self.num_rows, block_rows):
+            for start in range(rows[0], rows[1], block_rows):
+                stop = min(start + block_rows, rows[1])
                 try:
-                    block = dset[start : start + block_rows]
+                    block = dset[start:stop]
                 except (OSError, RuntimeError) as err:
                     raise DataError(
-                        f"{self.path}: dataset '{f.path}' rows {start}..{start + block_rows} "
-                        f"cannot be read ({err}); the file is probably truncated"
+                        f"{self.path}: dataset '{f.path}' rows {start}..{stop} cannot be read "
+                        f"({err}); the file is probably truncated"
                     ) from None
-                if check_finite and block.dtype.kind == "f" and not np.isfinite(block).all():
-                    bad = start + int(np.argwhere(~np.isfinite(block))[0][0])
-                    raise DataError(
-                        f"{self.path}: dataset '{f.path}' has NaN or Inf (first at row {bad}); "
-                        "expected finite values"
-                    )
+                self._check_block(f, block, start, check_finite)
+
+    def _check_block(self, f: Field, block: np.ndarray, start: int, check_finite: bool) -> None:
+        if check_finite and block.dtype.kind == "f" and not np.isfinite(block).all():
+            bad = start + int(np.argwhere(~np.isfinite(block))[0][0])
+            raise DataError(
+                f"{self.path}: dataset '{f.path}' has NaN or Inf (first at row {bad}); "
+                "expected finite values"
+            )
+        if f.kind == "label":
+            values = block.reshape(len(block), -1)
+            valid = np.all(np.isfinite(values) & (values == np.round(values)), axis=1)
+            if f.classes is not None:
+                valid &= np.all(np.isin(values, f.classes), axis=1)
+            if not valid.all():
+                bad = int(np.argwhere(~valid)[0][0])
+                raise DataError(
+                    f"{self.path}: dataset '{f.path}' row {start + bad} holds "
+                    f"{values[bad].tolist()}, expected {_describe(f)}"
+                )
+        if f.check is not None:
+            valid = np.asarray(f.check(block), bool)
+            if not valid.all():
+                bad = int(np.argwhere(~valid)[0][0])
+                raise DataError(
+                    f"{self.path}: dataset '{f.path}' row {start + bad} is invalid; "
+                    f"{f.expected or 'see the reader'}"
+                )
 
     def _file(self) -> h5py.File:
         if self._handle is None or self._pid != os.getpid():
-            self._handle = h5py.File(self.path, "r")
+            self._handle = _open(self.path)
             self._pid = os.getpid()
         return self._handle
 
     def read(
         self, start: int, stop: int, keys: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Rows ``start:stop`` of each field (or of ``keys``) as numpy arrays."""
+        """Rows ``start:stop`` of each field (or of ``keys``) as numpy arrays; labels as int64
+        of shape (rows,)."""
         handle = self._file()
-        return {
-            k: handle[f.path][start:stop]
-            for k, f in self.fields.items()
-            if keys is None or k in keys
-        }
+        block = {}
+        for k, f in self.fields.items():
+            if keys is None or k in keys:
+                array = handle[f.path][start:stop]
+                if f.kind == "label":
+                    array = array.reshape(len(array), *array.shape[1:1 + len(f.trailing_shape)])
+                    array = array.astype(np.int64)
+                block[k] = array
+        return block
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The stored shape of field ``key``'s dataset."""
+        return tuple(self._file()[self.fields[key].path].shape)
 
     def attrs(self) -> dict[str, object]:
         """The file's root attributes."""

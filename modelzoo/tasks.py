@@ -49,6 +49,11 @@ class Task:
         """Compile ``model`` with ``optimizer`` and the task's loss and metrics."""
         raise NotImplementedError
 
+    def model_config(self, path: str, data_cfg: dict) -> dict[str, Any]:
+        """Builder keywords the data file decides (e.g. its image shape), applied under the
+        recipe's and the user's own ``model.config`` (none by default)."""
+        return {}
+
     def callbacks(self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup,
                   seed: int) -> list[keras.callbacks.Callback]:
         """Extra callbacks for every rank's training loop (none by default)."""

@@ -161,8 +161,10 @@ class _Checkpoint(keras.callbacks.Callback):
     renamed, and only then named in ``latest.json`` (itself replaced atomically). A kill at any
     moment leaves the previous checkpoint intact and referenced."""
 
-    def __init__(self, run_dir: str, keep: int, model_name: str, model_config: dict) -> None:
+    def __init__(self, run_dir: str, keep: int, model_name: str, model_config: dict,
+                 world_size: int) -> None:
         super().__init__()
+        self.world_size = world_size
         self.dir = os.path.join(run_dir, "checkpoints")
         self.keep = max(1, keep)
         # The uncompiled copy write_weights carries the variables through, built once per run
@@ -178,12 +180,12 @@ class _Checkpoint(keras.callbacks.Callback):
         os.makedirs(tmp)
         write_weights(self.model, os.path.join(tmp, WEIGHTS_FILE), name=self.model_name,
                       config=self.model_config, plain=self.plain)
-        opt_vars = self.model.optimizer.variables
-        np.savez(
-            os.path.join(tmp, "optimizer.npz"),
-            **{f"v{i:05d}": np.asarray(v) for i, v in enumerate(opt_vars)},
-        )
-        _write_json(os.path.join(tmp, "state.json"), {"epoch": epoch + 1, "logs": _floats(logs)})
+        # Keyed by variable path, so that a resumed run restores each slot into its own
+        # variable, whatever order the optimizer creates them in.
+        np.savez(os.path.join(tmp, "optimizer.npz"),
+                 **{_slot(v): np.asarray(v) for v in self.model.optimizer.variables})
+        _write_json(os.path.join(tmp, "state.json"),
+                    {"epoch": epoch + 1, "world_size": self.world_size, "logs": _floats(logs)})
         _fsync_tree(tmp)  # contents on disk before the rename can make them visible
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -256,16 +258,41 @@ def latest_checkpoint(run_dir: str) -> tuple[str, int] | None:
     return os.path.join(run_dir, "checkpoints", latest["checkpoint"]), int(latest["epoch"])
 
 
-def _restore_optimizer(optimizer: keras.optimizers.Optimizer, checkpoint: str) -> None:
+def _slot(variable) -> str:
+    """An optimizer variable's path without the optimizer's own name, which Keras numbers per
+    process (``adam``, ``adam_1``, ...): e.g. ``fc_kernel_momentum``, ``iteration``."""
+    return variable.path.split("/", 1)[-1]
+
+
+def _restore_optimizer(optimizer: keras.optimizers.Optimizer, checkpoint: str,
+                       steps_per_epoch: int, world_size: int) -> None:
+    """The optimizer's state from ``checkpoint``, by variable path. A run resumed on a different
+    number of ranks takes different steps per epoch: the step counter is set to the completed
+    epochs times the new steps per epoch, so that warm-up and decay stay where the recipe puts
+    them in epochs."""
     with np.load(os.path.join(checkpoint, "optimizer.npz")) as saved:
-        values = [saved[k] for k in sorted(saved.files)]
-    if len(values) != len(optimizer.variables):
+        values = {k: saved[k] for k in saved.files}
+    variables = {_slot(v): v for v in optimizer.variables}
+    missing, extra = sorted(set(variables) - set(values)), sorted(set(values) - set(variables))
+    if missing or extra:
         raise ConfigError(
-            f"{checkpoint}: optimizer state has {len(values)} variables, the optimizer "
-            f"{len(optimizer.variables)}; was the recipe changed since the checkpoint?"
+            f"{checkpoint}: its optimizer state does not fit this optimizer (missing "
+            f"{', '.join(missing[:4]) or 'none'}; unexpected {', '.join(extra[:4]) or 'none'}); "
+            "was the recipe's optimizer changed since the checkpoint? Use --no-resume or "
+            "another --output folder"
         )
-    for var, value in zip(optimizer.variables, values):
-        var.assign(value)
+    for path, var in variables.items():
+        if tuple(var.shape) != values[path].shape:
+            raise ConfigError(f"{checkpoint}: optimizer variable {path} has shape "
+                              f"{values[path].shape}, the optimizer's {tuple(var.shape)}")
+        var.assign(values[path])
+    with open(os.path.join(checkpoint, "state.json")) as fh:
+        state = json.load(fh)
+    if state.get("world_size", world_size) != world_size:
+        optimizer.iterations.assign(int(state["epoch"]) * steps_per_epoch)
+        print(f"modelzoo: resuming a run of {state['world_size']} ranks on {world_size}: the "
+              f"step counter restarts at epoch {state['epoch']} x {steps_per_epoch} steps, so "
+              "the learning-rate schedule continues in epochs", flush=True)
 
 
 class _Throughput(keras.callbacks.Callback):
@@ -312,6 +339,15 @@ def train(
             metrics already averaged over ranks).
     """
     group = distributed.init()
+    if group.size > 1 and keras.config.dtype_policy().name == "mixed_float16":
+        # Keras wraps the optimizer in a LossScaleOptimizer whose apply step, where the gradient
+        # allreduce happens, runs only where that rank's gradients are finite: ranks would
+        # disagree on whether to step and the job would hang in the allreduce.
+        raise ConfigError(
+            "the mixed_float16 policy cannot train under Horovod (per-rank loss scaling can "
+            "skip a step on some ranks only); use mixed_bfloat16, which needs no loss scaling, "
+            "or float32"
+        )
     cfg = load_recipe(model) if recipe is None else (
         load_recipe(recipe) if isinstance(recipe, str) else with_defaults(recipe))
     cfg = apply_overrides(cfg, overrides or {})
@@ -323,6 +359,9 @@ def train(
     seed = int(train_cfg.get("seed", 0))
     keras.utils.set_random_seed(seed)
 
+    task = get_task(cfg["task"])
+    cfg["model"]["config"] = {**task.model_config(data, cfg.get("data", {})),
+                              **cfg["model"]["config"]}
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
         with open(os.path.join(run_dir, CONFIG_FILE)) as fh:
@@ -337,7 +376,6 @@ def train(
     # starts (a node-local folder, or one rank looking before another, must not split the job).
     first_epoch = group.broadcast_int(checkpoint[1] if checkpoint else 0, name="first_epoch")
 
-    task = get_task(cfg["task"])
     batch_size = int(train_cfg["batch_size"])
     datasets = task.datasets(data, cfg.get("data", {}), batch_size, group, seed, first_epoch)
     net = build(model, **cfg["model"]["config"])
@@ -353,7 +391,7 @@ def train(
     if not net.optimizer.built:
         net.optimizer.build(net.trainable_variables)
     if restoring:
-        _restore_optimizer(net.optimizer, checkpoint[0])
+        _restore_optimizer(net.optimizer, checkpoint[0], datasets.steps_per_epoch, group.size)
     distributed.sync_initial_state(net, group)
 
     epochs = int(train_cfg["epochs"])
@@ -371,7 +409,7 @@ def train(
         all_callbacks += [
             keras.callbacks.CSVLogger(history_csv, append=first_epoch > 0),
             _Checkpoint(run_dir, int(train_cfg.get("keep_checkpoints", 2)), model,
-                        cfg["model"]["config"]),
+                        cfg["model"]["config"], group.size),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
         ]
     task_callbacks = getattr(task, "callbacks", None)

@@ -424,7 +424,7 @@ def test_noise_floor_setting_follows_the_file(tmp_path):
         ({"images": np.zeros((4, 69, 69)), "noise_variance": np.ones((4, 69, 68))},
          "noise_variance"),
         ({"images": np.zeros((4, 69, 69)), "noise_variance": -np.ones((4, 69, 69))},
-         "non-positive"),
+         "row 0 is invalid; per-pixel noise variances must be > 0"),
         ({"images": np.zeros((4, 69, 69)), "noise_variance": np.ones((3, 69, 69))},
          "differ in length"),
         ({"images": np.full((4, 69, 69), np.nan)}, "NaN or Inf"),

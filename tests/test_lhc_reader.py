@@ -76,14 +76,15 @@ def _mutate(path, fn):
     [
         (lambda f: f.__delitem__("label"), "missing dataset 'label'"),
         (lambda f: (f.__delitem__("data"), f.create_dataset("data", data=np.zeros((64, 3, 16)))),
-         "dataset 'data' has shape (64, 3, 16), expected (N, 3, H, W) NCHW or (N, H, W, 3)"),
+         "dataset 'data' has shape (64, 3, 16), expected (N, C, H, W) NCHW or (N, H, W, C) NHWC"),
         (lambda f: (f.__delitem__("weight"), f.create_dataset("weight", data=np.zeros(63))),
          "datasets differ in length"),
         (lambda f: (f.__delitem__("label"), f.create_dataset("label", data=np.zeros(64, "S3"))),
-         "dataset 'label' has dtype |S3, expected int"),
+         "dataset 'label' has dtype |S3, expected (N) or (N, 1) labels with values in {0, 1}"),
         (lambda f: f["data"].__setitem__((5, 0, 0, 0), np.nan),
          "dataset 'data' has NaN or Inf (first at row 5)"),
-        (lambda f: f["label"].__setitem__(3, 7), "labels must be 0 (background) or 1 (signal)"),
+        (lambda f: f["label"].__setitem__(3, 7),
+         "dataset 'label' row 3 holds [7], expected (N) or (N, 1) labels with values in {0, 1}"),
     ],
 )
 def test_malformed_benchmark_files(benchmark_file, mutation, message):
@@ -96,8 +97,70 @@ def test_malformed_benchmark_files(benchmark_file, mutation, message):
 
 def test_malformed_acat_file(acat_file):
     _mutate(acat_file, lambda f: f["all_events"].__delitem__("histEM"))
-    with pytest.raises(DataError, match="missing dataset 'all_events/histEM'"):
+    with pytest.raises(DataError, match="only one of 'all_events/histEM' and "
+                       "'all_events/histtrack'"):
         open_lhc(acat_file)
+    _mutate(acat_file, lambda f: f["all_events"].__delitem__("hist"))
+    with pytest.raises(DataError, match="missing dataset 'all_events/hist'; expected"):
+        open_lhc(acat_file)
+
+
+def _relabel(path, labels, group=""):
+    with h5py.File(path, "a") as f:
+        del f[f"{group}y" if group else "label"]
+        f[f"{group}y" if group else "label"] = labels
+
+
+@pytest.mark.parametrize("stored", [
+    lambda y: y.astype(np.float32),                 # 0.0 / 1.0, as many analysis scripts write
+    lambda y: y.astype(np.float64)[:, None],        # a column, shape (N, 1)
+    lambda y: y.astype(np.uint8),
+    lambda y: y.astype(bool),
+    lambda y: y.astype(np.int64)[:, None],
+])
+@pytest.mark.parametrize("layout", ["acat", "benchmark"])
+def test_labels_as_real_files_store_them(tmp_path, toy_arrays, stored, layout):
+    if layout == "acat":
+        path = write_acat(tmp_path / "acat.h5", toy_arrays)
+        _relabel(path, stored(toy_arrays["label"]), group="all_events/")
+    else:
+        path = write_benchmark(tmp_path / "bench.h5", toy_arrays)
+        _relabel(path, stored(toy_arrays["label"]))
+    with h5py.File(path, "a") as f:  # datasets the reader does not know are ignored
+        f["run_number"] = np.arange(len(toy_arrays["label"]))
+    images = open_lhc(path)
+    _, y, _ = _collect(images, (0, 64))
+    np.testing.assert_array_equal(y, toy_arrays["label"])
+    np.testing.assert_array_equal(images.arrays((0, 64))["label"], toy_arrays["label"])
+
+
+@pytest.mark.parametrize("bad, row, shown", [(0.5, 7, "0.5"), (2.0, 9, "2.0"),
+                                             (np.nan, 11, "nan")])
+def test_non_class_labels_are_refused_with_the_row(tmp_path, toy_arrays, bad, row, shown):
+    path = write_acat(tmp_path / "acat.h5", toy_arrays)
+    labels = toy_arrays["label"].astype(np.float32)
+    labels[row] = bad
+    _relabel(path, labels, group="all_events/")
+    with pytest.raises(DataError) as err:
+        open_lhc(path)
+    message = str(err.value)
+    assert "'all_events/y'" in message and f"row {row}" in message and shown in message.lower()
+
+
+def test_one_channel_acat_file_trains_a_one_channel_model(tmp_path, toy_arrays):
+    from modelzoo import training
+
+    path = write_acat(tmp_path / "acat.h5", toy_arrays)
+    with h5py.File(path, "a") as f:
+        del f["all_events/histEM"], f["all_events/histtrack"]
+    images = open_lhc(path)
+    assert images.image_shape == (16, 16, 1)
+    x, _, _ = _collect(images, (0, 4))
+    np.testing.assert_allclose(x[..., 0], np.log1p(toy_arrays["data"][:4, 0]), rtol=1e-6)
+    result = training.train("lhc_cnn", path, run_dir=str(tmp_path / "run"), verbose=0,
+                            overrides={"train.epochs": 1, "train.batch_size": 16},
+                            model_config={"filters": 4, "dense_units": 8})
+    assert result.model.input_shape == (None, 16, 16, 1)
 
 
 def test_truncated_file(benchmark_file, tmp_path):

@@ -176,34 +176,18 @@ def open_galaxies(
         raise DataError(f"{path}: stamps have {n_bands} band(s), the model expects {bands}")
     fields = [
         Field("images", "images", img_trailing),
-        Field("noise_variance", "noise_variance", img_trailing, required=False),
+        Field("noise_variance", "noise_variance", img_trailing, required=False,
+              check=lambda v: (v.reshape(len(v), -1) > 0).all(axis=1),
+              expected="per-pixel noise variances must be > 0"),
     ]
     if psf_trailing is not None:
-        fields.append(Field("psf", "psf", psf_trailing))
+        fields.append(Field("psf", "psf", psf_trailing,
+                            check=lambda p: _channels_last(p).sum(axis=(1, 2)).min(axis=-1) > 0,
+                            expected="each PSF image must sum to a positive total"))
     source = H5Source(path, fields, check_finite=check_finite)
-    _check_content(source)
     if scale == "auto":
         scale = estimate_scale(source)
     scale = float(scale)
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
     return GalaxyStamps(source, scale)
-
-
-def _check_content(source: H5Source, block_rows: int = 2048) -> None:
-    for start in range(0, source.num_rows, block_rows):
-        block = source.read(start, min(start + block_rows, source.num_rows),
-                            ["noise_variance", "psf"])
-        if "noise_variance" in block and not (block["noise_variance"] > 0).all():
-            bad = start + int(np.argwhere(~(block["noise_variance"] > 0))[0][0])
-            raise DataError(
-                f"{source.path}: dataset 'noise_variance' has a non-positive value (first at "
-                f"row {bad}); variances must be > 0"
-            )
-        if "psf" in block:
-            totals = _channels_last(block["psf"]).sum(axis=(1, 2))
-            if not (totals > 0).all():
-                bad = start + int(np.argwhere(~(totals > 0))[0][0])
-                raise DataError(
-                    f"{source.path}: dataset 'psf' row {bad} does not sum to a positive total"
-                )

@@ -5,8 +5,11 @@
 * ``benchmark`` (NERSC hep_cnn_benchmark / 15PF files): ``data`` (N, 3, H, W) NCHW or
   (N, H, W, 3) NHWC, ``label``, ``weight`` (or ``normweight``) and optionally ``psr``.
 
-Images come out channels-last float32 (N, H, W, 3), optionally ``log1p``-compressed (calorimeter
-energies span five decades), with integer labels and per-event physics weights.
+Images come out channels-last float32 (N, H, W, C), optionally ``log1p``-compressed (calorimeter
+energies span five decades), with integer labels and per-event physics weights. C is 3, or 1
+for a file with the energy channel alone (an ACAT file with ``hist`` only, as the paper's own
+network used; a benchmark file with one channel). Labels and selection flags may be stored as
+int, unsigned, bool or float 0/1, as (N,) or (N, 1).
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ def detect_layout(path: str | os.PathLike) -> str:
 def _benchmark_channel_axis(path: str) -> int:
     with h5py.File(path, "r") as handle:
         shape = handle["data"].shape
-    if len(shape) == 4 and shape[1] == 3:
+    if len(shape) == 4 and shape[1] in (1, 3):
         return 1
-    if len(shape) == 4 and shape[3] == 3:
+    if len(shape) == 4 and shape[3] in (1, 3):
         return 3
     raise DataError(
-        f"{path}: dataset 'data' has shape {shape}, expected (N, 3, H, W) NCHW or (N, H, W, 3) NHWC"
+        f"{path}: dataset 'data' has shape {shape}, expected (N, C, H, W) NCHW or (N, H, W, C) "
+        "NHWC with C = 3 (energy, EM energy, track count) or 1 (energy)"
     )
 
 
@@ -82,7 +86,8 @@ class LHCImages:
 
     def _images(self, block: dict[str, np.ndarray]) -> np.ndarray:
         if self.layout == "acat":
-            images = np.stack([block["hist"], block["hist_em"], block["hist_track"]], axis=-1)
+            channels = [k for k in ("hist", "hist_em", "hist_track") if k in block]
+            images = np.stack([block[k] for k in channels], axis=-1)
         elif self.channel_axis == 1:
             images = np.transpose(block["data"], (0, 2, 3, 1))
         else:
@@ -140,35 +145,34 @@ def open_lhc(
         weight_path = {"weight": "weight", "normweight": "normalized_weight"}.get(weight, weight)
         fields = [
             Field("hist", "all_events/hist", (None, None)),
-            Field("hist_em", "all_events/histEM", (None, None)),
-            Field("hist_track", "all_events/histtrack", (None, None)),
-            Field("label", "all_events/y", (), "int"),
+            # The ACAT paper's own network (run111) used the energy channel alone.
+            Field("hist_em", "all_events/histEM", (None, None), required=False),
+            Field("hist_track", "all_events/histtrack", (None, None), required=False),
+            Field("label", "all_events/y", (), "label", classes=(0, 1)),
             Field("weight", f"all_events/{weight_path}", ()),
-            Field("passes_selection", "all_events/passSR", (), "int", required=False),
+            Field("passes_selection", "all_events/passSR", (), "label", required=False,
+                  classes=(0, 1)),
         ]
         channel_axis = -1
     else:
         channel_axis = _benchmark_channel_axis(path)
-        image_shape = (3, None, None) if channel_axis == 1 else (None, None, 3)
+        image_shape = (None, None, None)
         weight_path = {"normalized_weight": "normweight"}.get(weight, weight)
         fields = [
             Field("data", "data", image_shape),
-            Field("label", "label", (), "int"),
+            Field("label", "label", (), "label", classes=(0, 1)),
             Field("weight", weight_path, ()),
-            Field("passes_selection", "psr", (), "int", required=False),
+            Field("passes_selection", "psr", (), "label", required=False, classes=(0, 1)),
         ]
     source = H5Source(path, fields, check_finite=check_finite)
     images = LHCImages(source, layout, channel_axis, transform)
     if layout == "acat":
-        shapes = {
-            k: source._file()[source.fields[k].path].shape
-            for k in ("hist", "hist_em", "hist_track")
-        }
+        if ("hist_em" in source.fields) != ("hist_track" in source.fields):
+            raise DataError(f"{path}: has only one of 'all_events/histEM' and "
+                            "'all_events/histtrack'; expected both (three channels) or 'hist' "
+                            "alone (one channel)")
+        shapes = {k: source.shape(k) for k in ("hist", "hist_em", "hist_track")
+                  if k in source.fields}
         if len(set(shapes.values())) > 1:
             raise DataError(f"{path}: hist, histEM and histtrack differ in shape: {shapes}")
-    labels = images.arrays((0, images.num_events))["label"]
-    if not np.isin(labels, (0, 1)).all():
-        raise DataError(
-            f"{path}: labels must be 0 (background) or 1 (signal), found {np.unique(labels)}"
-        )
     return images

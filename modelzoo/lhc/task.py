@@ -22,6 +22,7 @@ from modelzoo.tasks import (
     Task,
     gather_shards,
     select_rows,
+    shard_rows,
     split_rows,
     split_streams,
 )
@@ -29,14 +30,20 @@ from modelzoo.tasks import (
 TRAIN_WEIGHTINGS = ("balanced", "physics", "none")
 
 
-def _class_balanced(labels: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
-    """Factors that make each class's weights sum to half the event count, so the loss sees both
-    classes equally whatever their cross-sections (signal is ~1e-4 of the physical yield)."""
-    n = len(labels)
-    sums = [weights[labels == c].sum() for c in (0, 1)]
-    if min(sums) <= 0:
-        raise ConfigError("training needs events of both classes with positive weight")
-    return (n / 2) / sums[0], (n / 2) / sums[1]
+def _class_balanced(images: LHCImages, rows: tuple[int, int],
+                    group: ProcessGroup) -> tuple[float, float]:
+    """Factors that make each class's weights sum to half the event count of ``rows``, so the
+    loss sees both classes equally whatever their cross-sections (signal is ~1e-4 of the
+    physical yield). Each rank sums its shard; the sums are combined across ranks, so every rank
+    weights alike without reading the others' rows."""
+    arrays = images.arrays(shard_rows(rows, group))
+    labels, weights = arrays["label"], arrays["weight"]
+    local = [len(labels), weights[labels == 0].sum(), weights[labels == 1].sum()]
+    n, background, signal = group.allreduce_sum(np.array(local), name="class_weights")
+    if min(background, signal) <= 0:
+        raise ConfigError(f"{images.source.path}: training needs events of both classes with "
+                          "positive weight")
+    return (n / 2) / background, (n / 2) / signal
 
 
 class LHCClassification(Task):
@@ -49,6 +56,10 @@ class LHCClassification(Task):
             weight=data_cfg.get("weight_dataset", "weight"),
         )
 
+    def model_config(self, path: str, data_cfg: dict) -> dict:
+        """The file's image shape, (H, W, 3) or (H, W, 1)."""
+        return {"input_shape": self.open(path, data_cfg).image_shape}
+
     def datasets(
         self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup, seed: int,
         first_epoch: int,
@@ -60,9 +71,7 @@ class LHCClassification(Task):
             raise ConfigError(
                 f"data.train_weights must be one of {TRAIN_WEIGHTINGS}, got {weighting!r}"
             )
-        # Factors come from the whole training split so that every rank weights alike.
-        train_arrays = images.arrays(train_rows)
-        factors = _class_balanced(train_arrays["label"], train_arrays["weight"])
+        factors = _class_balanced(images, train_rows, group) if weighting == "balanced" else None
 
         def to_example(block):
             x, y, w = images.to_example(block)

@@ -1,0 +1,75 @@
+"""One rank of a multi-process job on a data file, launched by tests/test_distributed_files.py.
+
+``reads``: opens an LHC file the way training does (the task's model configuration and
+datasets, then one epoch of the training stream) with ``MODELZOO_COUNT_READS=1`` and reports the
+bytes this rank read from the file at start-up and after the epoch.
+
+``galaxy``: trains a small galaxy_vae with a mixture prior refitted before the last epoch and
+after training, evaluates it against the baseline, and reports the largest difference of the
+final weights (prior included) between ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from modelzoo import distributed, hdf5, training  # noqa: E402
+from modelzoo.registry import get_task  # noqa: E402
+
+
+def reads(args: argparse.Namespace, group: distributed.ProcessGroup) -> dict:
+    task = get_task("lhc_classification")
+    cfg = training.load_recipe("lhc_cnn")["data"]
+    task.model_config(args.data, cfg)
+    streams = task.datasets(args.data, cfg, 16, group, seed=0, first_epoch=0)
+    at_start = hdf5.bytes_read(args.data)
+    for _ in streams.train.take(streams.steps_per_epoch):
+        pass
+    return {"startup_bytes": at_start, "epoch_bytes": hdf5.bytes_read(args.data) - at_start,
+            "file_bytes": os.path.getsize(args.data)}
+
+
+def galaxy(args: argparse.Namespace, group: distributed.ProcessGroup) -> dict:
+    small = {"image_size": 16, "latent_dim": 2, "architecture": "dense", "hidden_units": [16],
+             "prior_components": 2}
+    result = training.train(
+        "galaxy_vae", args.data, run_dir=args.run_dir, verbose=0, model_config=small,
+        overrides={"train.epochs": 2, "train.batch_size": 8, "data.prior_refit_from": 1,
+                   "data.eval_samples": 4, "data.val_fraction": 0.25, "data.scale": 1.0,
+                   "lr_schedule.warmup_epochs": 0})
+    metrics = training.evaluate(args.run_dir, args.data, split="val",
+                                output_dir=os.path.join(args.run_dir, "eval"))
+    flat = np.concatenate([np.ravel(w) for w in result.model.get_weights()]).astype(np.float64)
+    every_rank = group.allgather(flat[None, :], name="final_weights")
+    locs = result.model.get_layer("decoder").get_layer("prior").locs
+    return {"max_weight_diff_between_ranks": float(np.abs(every_rank - every_rank[0]).max()),
+            "prior_moved": float(np.abs(np.asarray(locs)).max()),
+            "stamps_evaluated": metrics["stamps"],
+            "fraction_vae_better": metrics["fraction_vae_better"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=("reads", "galaxy"))
+    p.add_argument("--data", required=True)
+    p.add_argument("--run-dir")
+    p.add_argument("--out", required=True, help="folder for rank<r>.json")
+    args = p.parse_args()
+    group = distributed.init()
+    report = {"rank": group.rank, "size": group.size,
+              **(reads if args.mode == "reads" else galaxy)(args, group)}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"rank{group.rank}.json"), "w") as fh:
+        json.dump(report, fh)
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
