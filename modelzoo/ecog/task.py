@@ -278,11 +278,17 @@ class ECoGClassification(Task):
         pred = self.probabilities(model, trials, rows, group)
         labels, probabilities = pred["label"], pred["probabilities"]
         result = classification_metrics(labels, probabilities)
+        per_class = result.pop("per_class_accuracy")  # metrics stay scalars (manifest, CLI)
         scores, tree = hierarchy_scores(soft_confusion(labels, probabilities, n_classes))
         result.update(scores)
         if output_dir and group.is_root:
             os.makedirs(output_dir, exist_ok=True)
             with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
                 json.dump(result, fh, indent=2)
-            write_figures(output_dir, labels, probabilities, result, tree)
+            with open(os.path.join(output_dir, "per_class_accuracy.json"), "w") as fh:
+                json.dump({"syllables": list(phonetics.SYLLABLES[:n_classes])
+                           if n_classes == len(phonetics.SYLLABLES) else list(range(n_classes)),
+                           "accuracy": [None if np.isnan(a) else a for a in per_class]}, fh)
+            write_figures(output_dir, labels, probabilities,
+                          {**result, "per_class_accuracy": per_class}, tree)
         return result
