@@ -339,3 +339,58 @@ def reconstruction_figure(
             _pairs(reference[:k], recon[:k], Path(path), ("clean", "corrupted input",
                    "reconstruction"), ("viridis", "viridis", "viridis"), middle=inputs[:k])
     return result
+
+
+EXPLAIN_METHODS = ("saliency", "embedding", "reconstruction")
+
+
+def add_arguments(parser) -> None:
+    """Options of ``modelzoo explain <model>``."""
+    parser.add_argument("model", help="registered model name")
+    parser.add_argument("--weights", default=None,
+                        help="'default', a tag, a weights file or a run folder (default: none)")
+    parser.add_argument("--data", required=True, help="HDF5 file in the model's layout")
+    parser.add_argument("--method", choices=EXPLAIN_METHODS, required=True)
+    parser.add_argument("--output", default="explain", help="folder for the PNG and the numbers")
+    parser.add_argument("--rows", type=int, default=256, help="first rows of the file to use")
+    parser.add_argument("--layer", default=None,
+                        help="embedding: layer name or index (default: last vector layer)")
+    parser.add_argument("--target", default=None,
+                        help="saliency: output index or 'sum' (default: predicted class, or "
+                        "'sum' for an autoencoder)")
+    parser.add_argument("--embedding", choices=EMBED_METHODS, default="tsne")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    """``modelzoo explain``: loads the model and the first ``--rows`` inputs of ``--data``
+    through the model's task (its ``inputs(path, data_cfg, rows)`` hook), writes
+    ``<method>.png`` and ``<method>.npz`` into ``--output`` and prints where."""
+    import modelzoo
+    from modelzoo.registry import get_task
+    from modelzoo.training import load_recipe
+
+    recipe = load_recipe(args.model)
+    task = get_task(recipe["task"])
+    if not hasattr(task, "inputs"):
+        raise ConfigError(f"{args.model}: its task {recipe['task']!r} cannot read inputs for "
+                          "explain (it has no inputs(path, data_cfg, rows) hook)")
+    batch = task.inputs(args.data, recipe.get("data", {}), (0, args.rows))
+    model = modelzoo.get(args.model, weights=args.weights)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{args.method}.png"
+    labels = batch.get("labels")
+    if args.method == "saliency":
+        numbers = {"saliency": saliency(model, batch["inputs"], args.target, png)}
+    elif args.method == "embedding":
+        features = layer_features(model, batch["inputs"], args.layer)
+        numbers = {"embedding": embed(features, labels, png, args.embedding, args.seed)}
+    else:
+        numbers = reconstruction_figure(model, batch["inputs"], png, batch.get("targets"))
+    if labels is not None:
+        numbers["labels"] = labels
+    np.savez_compressed(out / f"{args.method}.npz", **numbers)
+    print(f"explain: {args.method} of {len(batch['inputs'])} rows -> {png} and "
+          f"{out / f'{args.method}.npz'}")
+    return 0
