@@ -1,0 +1,405 @@
+"""Training and the paper's comparisons for convergence maps.
+
+* :class:`MapReconstruction` (``cosmo_dcae``): maps corrupted with binomial noise (each pixel
+  kept with probability ``data.keep_fraction``, else zeroed) are rebuilt under MSE; evaluation:
+  MSE of the reconstruction against the clean map next to the corrupted input's (identity), and
+  the seed's figures 8 (map / reconstruction) and 9 (saliency).
+* :class:`CosmologyClassification` (``cosmo_cnn``): accuracy of the CNN next to logistic
+  regressions on the binned power spectrum and on peak counts + moments of the same maps
+  (cross-validated), the seed's 80%, and figure 10 (t-SNE of the CNN's features).
+* :class:`ParameterRegression` (``cosmo_cnn_regression``): RMSE of (Omega_m, sigma_8) against
+  ridge regressions on the same statistics (Gupta et al. 2018's comparison).
+
+Every task also has ``inputs(path, data_cfg, rows)``: network inputs (and labels / clean
+targets) for ``modelzoo explain``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from typing import Any
+
+import keras
+import numpy as np
+
+from modelzoo import interpret
+from modelzoo.cosmology import baseline
+from modelzoo.cosmology.reader import PARAMETERS, MassMaps, open_mass_maps
+from modelzoo.cosmology.statistics import binned_power_spectrum, ell_bins
+from modelzoo.distributed import ProcessGroup
+from modelzoo.errors import ConfigError
+from modelzoo.hdf5 import stream
+from modelzoo.tasks import (
+    Datasets,
+    Task,
+    gather_shards,
+    select_rows,
+    shard_rows,
+    split_rows,
+    split_streams,
+)
+
+SEED_ACCURACY = 0.80  # Prabhat 2017 (seed): two cosmological models, 5,000 maps
+
+
+def corrupt(maps: np.ndarray, keep_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Binomial corruption: every pixel kept with probability ``keep_fraction``, else zeroed."""
+    if not 0.0 < keep_fraction <= 1.0:
+        raise ConfigError(f"data.keep_fraction must be in (0, 1], got {keep_fraction}")
+    return maps * rng.binomial(1, keep_fraction, size=maps.shape).astype(maps.dtype)
+
+
+def fixed_corruption(maps: np.ndarray, keep_fraction: float, seed: int) -> np.ndarray:
+    """:func:`corrupt` with a mask that depends only on each map's content and ``seed``: the
+    same evaluation inputs whatever the batching, sharding or row order."""
+    out = np.empty_like(maps)
+    for i, one in enumerate(maps):
+        rng = np.random.default_rng([seed, zlib.crc32(np.ascontiguousarray(one).tobytes())])
+        out[i] = corrupt(one, keep_fraction, rng)
+    return out
+
+
+def dihedral(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each (H, W, C) map under a random one of the 8 square symmetries: a statistically
+    isotropic field keeps its cosmology under rotations and reflections."""
+    out = np.empty_like(maps)
+    for i, one in enumerate(maps):
+        k = rng.integers(8)
+        one = np.rot90(one, k % 4, axes=(0, 1))
+        out[i] = one[:, ::-1] if k >= 4 else one
+    return out
+
+
+def recalibrate_batch_norm(model: keras.Model, inputs_of, rows: tuple[int, int],
+                           group: ProcessGroup, batch_size: int = 64) -> dict[str, float]:
+    """Sets every BatchNormalization layer's moving mean and variance to the exact statistics of
+    its inputs over ``rows`` (all ranks' shards together; "precise BN", Wu & Johnson 2021,
+    arXiv:2105.07576), layer by layer in model order.
+
+    The CNN's pooled features differ between cosmologies by a few per cent, so the noise in
+    moving averages of batch statistics moves its decision threshold; exact population
+    statistics remove that, and every rank ends with the same values. ``inputs_of(lo, hi)``
+    gives the network inputs of rows lo..hi.
+    """
+    lo, hi = shard_rows(rows, group)
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for index, layer in enumerate(layers):
+        probe = keras.Model(model.input, layer.input)
+        sums = None
+        for start in range(lo, hi, batch_size):
+            x = np.asarray(probe(inputs_of(start, min(start + batch_size, hi)), training=False),
+                           np.float64)
+            x = x.reshape(-1, x.shape[-1])
+            part = np.stack([x.sum(axis=0), (x**2).sum(axis=0), np.full(x.shape[1], len(x))])
+            sums = part if sums is None else sums + part
+        if sums is None:  # a rank without rows still joins the allreduce
+            sums = np.zeros((3, layer.moving_mean.shape[0]))
+        total = group.allreduce_sum(sums, name=f"batch_norm_{index}")
+        mean = total[0] / total[2]
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(np.maximum(total[1] / total[2] - mean**2, 0.0)
+                                     .astype(np.float32))
+    return {"batch_norm_layers_recalibrated": len(layers), "batch_norm_rows": rows[1] - rows[0]}
+
+
+class _MapTask(Task):
+    """What the three map tasks share: opening the file, row ranges, the input scale."""
+
+    need: tuple[str, ...] = ()
+    eval_keys: tuple[str, ...] = ()
+
+    def open(self, path: str, data_cfg: dict) -> MassMaps:
+        return open_mass_maps(path, need=self.need, pixel_arcmin=data_cfg.get("pixel_arcmin"))
+
+    @staticmethod
+    def scale(data_cfg: dict) -> float:
+        scale = float(data_cfg.get("kappa_scale", 0.01))
+        if scale <= 0:
+            raise ConfigError(f"data.kappa_scale must be positive, got {scale}")
+        return scale
+
+    def eval_rows(self, maps: MassMaps, data_cfg: dict, split: str) -> tuple[int, int]:
+        lo, hi = select_rows(maps.num_maps, data_cfg.get("val_fraction", 0.2), split)
+        limit = data_cfg.get("eval_max_maps")
+        return (lo, min(hi, lo + int(limit))) if limit else (lo, hi)
+
+    def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
+        """``block -> (inputs, targets)`` for the tf.data streams."""
+        raise NotImplementedError
+
+    def datasets(self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup,
+                 seed: int, first_epoch: int) -> Datasets:
+        maps = self.open(path, data_cfg)
+        train_rows, val_rows = split_rows(maps.num_maps, data_cfg.get("val_fraction", 0.2))
+        data = split_streams(
+            maps.source, self.examples(maps, data_cfg, seed + 1000 * group.rank, True),
+            train_rows, val_rows, batch_size=batch_size, group=group, seed=seed,
+            first_epoch=first_epoch, shuffle=bool(data_cfg.get("shuffle", True)), path=path,
+            noun="maps",
+        )
+        if data.validation is not None:  # validation inputs must not change between epochs
+            data.validation = stream(maps.source, self.examples(maps, data_cfg, seed, False),
+                                     rows=shard_rows(val_rows, group), batch_size=batch_size)
+        return data
+
+    def finalize(self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup,
+                 seed: int) -> dict[str, float]:
+        """Exact batch-normalisation statistics over (up to ``data.batch_norm_maps``) training
+        maps, the same on every rank."""
+        maps = self.open(path, data_cfg)
+        train_rows, _ = split_rows(maps.num_maps, data_cfg.get("val_fraction", 0.2))
+        limit = int(data_cfg.get("batch_norm_maps", 2000))
+        rows = (train_rows[0], min(train_rows[1], train_rows[0] + limit))
+        to_example = self.examples(maps, data_cfg, seed, False)
+        return recalibrate_batch_norm(
+            model, lambda lo, hi: to_example(maps.source.read(lo, hi))[0], rows, group)
+
+    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        """Network inputs of ``rows`` (clipped to the file) with what explains them:
+        ``labels`` (classes) and, for the autoencoder, the clean ``targets``."""
+        maps = self.open(path, data_cfg)
+        rows = (rows[0], min(rows[1], maps.num_maps))
+        block = maps.source.read(*rows)
+        inputs, targets = self.examples(maps, data_cfg, 0, False)(block)
+        result = {"inputs": inputs}
+        if maps.has_labels:
+            result["labels"] = block["label"].reshape(-1).astype(np.int64)
+        if targets.shape == inputs.shape:
+            result["targets"] = targets
+        return result
+
+    def outputs(self, model: keras.Model, maps: MassMaps, data_cfg: dict,
+                rows: tuple[int, int], group: ProcessGroup,
+                batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Model outputs and per-map truth for ``rows``, computed by shards, gathered."""
+        shape = tuple(model.output_shape[1:])
+        keys = tuple(k for k in self.eval_keys if k in maps.source.fields)
+        to_example = self.examples(maps, data_cfg, 0, False)
+
+        def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
+            parts = []
+            for start in range(shard[0], shard[1], batch_size):
+                block = maps.source.read(start, min(start + batch_size, shard[1]))
+                parts.append(model.predict(to_example(block)[0], verbose=0))
+            columns = maps.columns(shard, keys)
+            return {"output": np.concatenate(parts).astype(np.float32),
+                    **{k: columns[k].astype(np.float64) for k in keys}}
+
+        empty = {"output": (shape, "float32"), **{k: ((), "float64") for k in keys}}
+        return gather_shards(rows, group, compute, empty)
+
+
+def _write_metrics(output_dir: str | None, group: ProcessGroup, result: dict) -> bool:
+    """Writes ``metrics.json`` on rank 0; whether this rank should also draw figures."""
+    if not output_dir or not group.is_root:
+        return False
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
+        json.dump(result, fh, indent=2)
+    return True
+
+
+class MapReconstruction(_MapTask):
+    """The denoising autoencoder's task."""
+
+    name = "cosmo_reconstruction"
+
+    def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
+        scale, keep = self.scale(data_cfg), float(data_cfg.get("keep_fraction", 0.7))
+        rng = np.random.default_rng([seed, 5])
+
+        def to_example(block):
+            clean = maps.maps(block, scale)
+            noisy = corrupt(clean, keep, rng) if training else fixed_corruption(clean, keep, seed)
+            return noisy, clean
+
+        return to_example
+
+    def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
+        model.compile(optimizer=optimizer, loss="mse")
+
+    def predict(self, model: keras.Model, path: str, data_cfg: dict,
+                group: ProcessGroup) -> dict[str, np.ndarray]:
+        maps = self.open(path, data_cfg)
+        out = self.outputs(model, maps, data_cfg, (0, maps.num_maps), group)["output"]
+        return {"reconstruction": out[..., 0] * self.scale(data_cfg)}
+
+    def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
+                 output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
+        maps = self.open(path, data_cfg)
+        rows = self.eval_rows(maps, data_cfg, split)
+        to_example = self.examples(maps, data_cfg, 0, False)
+
+        def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
+            model_err, input_err = [], []
+            for start in range(shard[0], shard[1], 64):
+                noisy, clean = to_example(maps.source.read(start, min(start + 64, shard[1])))
+                recon = model.predict(noisy, verbose=0)
+                model_err.append(((recon - clean) ** 2).mean(axis=(1, 2, 3)))
+                input_err.append(((noisy - clean) ** 2).mean(axis=(1, 2, 3)))
+            return {"model": np.concatenate(model_err), "identity": np.concatenate(input_err)}
+
+        err = gather_shards(rows, group, compute, {"model": ((), "float64"),
+                                                   "identity": ((), "float64")})
+        units = self.scale(data_cfg) ** 2  # back to convergence units
+        result = {
+            "maps": int(len(err["model"])),
+            "keep_fraction": float(data_cfg.get("keep_fraction", 0.7)),
+            "mse_dcae": float(err["model"].mean() * units),
+            "mse_corrupted_input": float(err["identity"].mean() * units),
+            "mse_ratio": float(err["model"].mean() / err["identity"].mean()),
+            "fraction_maps_improved": float((err["model"] < err["identity"]).mean()),
+        }
+        if _write_metrics(output_dir, group, result):
+            sample = self.inputs(path, data_cfg, (rows[0], rows[0] + 4))
+            interpret.reconstruction_figure(model, sample["inputs"],
+                                            os.path.join(output_dir, "reconstruction.png"),
+                                            targets=sample["targets"])
+            interpret.saliency(model, sample["targets"], "sum",
+                               os.path.join(output_dir, "saliency.png"))
+        return result
+
+
+class CosmologyClassification(_MapTask):
+    """Which cosmology produced a map."""
+
+    name = "cosmo_classification"
+    need = ("label",)
+    eval_keys = ("label",)
+
+    def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
+        scale = self.scale(data_cfg)
+        augment = training and data_cfg.get("augment", "dihedral") == "dihedral"
+        rng = np.random.default_rng([seed, 6])
+
+        def to_example(block):
+            x = maps.maps(block, scale)
+            return (dihedral(x, rng) if augment else x), block["label"].reshape(-1).astype(
+                np.int32)
+
+        return to_example
+
+    def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+
+    def predict(self, model: keras.Model, path: str, data_cfg: dict,
+                group: ProcessGroup) -> dict[str, np.ndarray]:
+        maps = self.open(path, data_cfg)
+        probs = self.outputs(model, maps, data_cfg, (0, maps.num_maps), group)["output"]
+        return {"probabilities": probs, "predicted_class": probs.argmax(axis=1)}
+
+    def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
+                 output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
+        maps = self.open(path, data_cfg)
+        rows = self.eval_rows(maps, data_cfg, split)
+        out = self.outputs(model, maps, data_cfg, rows, group)
+        labels = out["label"].astype(int)
+        classes = max(int(labels.max()) + 1, out["output"].shape[1])
+        if out["output"].shape[1] < classes:
+            raise ConfigError(f"{path}: labels go up to {classes - 1} but the model has "
+                              f"{out['output'].shape[1]} classes (model.config.num_classes)")
+        result = {
+            "maps": int(len(labels)),
+            "classes": int(classes),
+            "chance": float(np.bincount(labels).max() / len(labels)),
+            "accuracy_cnn": float((out["output"].argmax(axis=1) == labels).mean()),
+            "accuracy_seed_published": SEED_ACCURACY,
+        }
+        raw = maps.read_maps(rows)
+        pixel = maps.require_pixel_scale()
+        for kind in data_cfg.get("baselines", list(baseline.BASELINES)):
+            probs = baseline.classify(baseline.features(raw, pixel, kind), labels)
+            result[f"accuracy_{kind}"] = float((probs.argmax(axis=1) == labels).mean())
+        if _write_metrics(output_dir, group, result):
+            self._figures(model, maps, raw, labels, data_cfg, rows, result, output_dir)
+        return result
+
+    def _figures(self, model, maps: MassMaps, raw: np.ndarray, labels: np.ndarray,
+                 data_cfg: dict, rows: tuple[int, int], result: dict, output_dir: str) -> None:
+        count = min(len(labels), int(data_cfg.get("embedding_max_maps", 500)))
+        inputs = maps.maps({"kappa": raw[:count]}, self.scale(data_cfg))
+        features = interpret.layer_features(model, inputs, data_cfg.get("embedding_layer"))
+        interpret.embed(features, labels[:count], os.path.join(output_dir, "tsne.png"))
+        plt = interpret._pyplot()
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        edges = ell_bins(raw.shape[-1], maps.require_pixel_scale(), 12)
+        ell, cl = binned_power_spectrum(raw, maps.require_pixel_scale(), edges)
+        for c in np.unique(labels):
+            mean, spread = cl[labels == c].mean(0), cl[labels == c].std(0)
+            left.fill_between(ell, (mean - spread) * ell**2, (mean + spread) * ell**2, alpha=0.3)
+            left.plot(ell, mean * ell**2, label=f"class {c}")
+        left.set(xscale="log", yscale="log", xlabel="ell", ylabel="ell^2 C_ell (maps)",
+                 title="power spectra (mean, 1 sd)")
+        left.legend()
+        names = [k for k in result if k.startswith("accuracy_")]
+        right.bar([k.removeprefix("accuracy_") for k in names], [result[k] for k in names])
+        right.axhline(result["chance"], color="k", ls=":", label="chance")
+        right.set(ylim=(0, 1), ylabel="accuracy", title=f"{result['maps']} maps")
+        right.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(output_dir, "comparison.png"), dpi=100)
+        plt.close(fig)
+
+
+class ParameterRegression(_MapTask):
+    """(Omega_m, sigma_8) of a map."""
+
+    name = "cosmo_regression"
+    need = ("parameters",)
+    eval_keys = PARAMETERS
+
+    def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
+        scale = self.scale(data_cfg)
+        augment = training and data_cfg.get("augment", "dihedral") == "dihedral"
+        rng = np.random.default_rng([seed, 6])
+
+        def to_example(block):
+            x = maps.maps(block, scale)
+            y = np.stack([block[p].reshape(-1) for p in PARAMETERS], axis=1).astype(np.float32)
+            return (dihedral(x, rng) if augment else x), y
+
+        return to_example
+
+    def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
+        model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
+
+    def predict(self, model: keras.Model, path: str, data_cfg: dict,
+                group: ProcessGroup) -> dict[str, np.ndarray]:
+        maps = self.open(path, data_cfg)
+        out = self.outputs(model, maps, data_cfg, (0, maps.num_maps), group)["output"]
+        return {p: out[:, i] for i, p in enumerate(PARAMETERS)}
+
+    def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
+                 output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
+        maps = self.open(path, data_cfg)
+        rows = self.eval_rows(maps, data_cfg, split)
+        out = self.outputs(model, maps, data_cfg, rows, group)
+        truth = np.stack([out[p] for p in PARAMETERS], axis=1)
+        predictions = {"cnn": out["output"].astype(np.float64)}
+        raw = maps.read_maps(rows)
+        for kind in data_cfg.get("baselines", list(baseline.BASELINES)):
+            features = baseline.features(raw, maps.require_pixel_scale(), kind)
+            predictions[kind] = baseline.regress(features, truth)
+        result: dict[str, Any] = {"maps": int(len(truth))}
+        for name, pred in predictions.items():
+            for i, p in enumerate(PARAMETERS):
+                error = pred[:, i] - truth[:, i]
+                result[f"rmse_{p}_{name}"] = float(np.sqrt((error**2).mean()))
+        if _write_metrics(output_dir, group, result):
+            plt = interpret._pyplot()
+            fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+            for i, (ax, p) in enumerate(zip(axes, PARAMETERS)):
+                for name, pred in predictions.items():
+                    ax.scatter(truth[:, i], pred[:, i], s=4, alpha=0.5,
+                               label=f"{name} (rmse {result[f'rmse_{p}_{name}']:.3f})")
+                lo, hi = truth[:, i].min(), truth[:, i].max()
+                ax.plot([lo, hi], [lo, hi], "k:")
+                ax.set(xlabel=f"true {p}", ylabel=f"predicted {p}")
+                ax.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(os.path.join(output_dir, "parameters.png"), dpi=100)
+            plt.close(fig)
+        return result

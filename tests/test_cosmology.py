@@ -1,0 +1,337 @@
+"""Cosmology mass maps: builders against the seed's layer counts, the binomial corruption, the
+generator's physics (power spectrum, lognormal shift, degeneracy pair), the reader on malformed
+files, interpretability on models with known answers, and short trainings that must beat the
+identity (DCAE) and chance (CNN)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+import modelzoo
+from modelzoo.cosmology import generator as gen
+from modelzoo.cosmology import statistics as st
+from modelzoo.errors import ConfigError, DataError
+
+
+def test_registered_with_recipes_and_tasks():
+    assert modelzoo.list_models("cosmo*") == ["cosmo_cnn", "cosmo_cnn_regression", "cosmo_dcae"]
+    from modelzoo.training import load_recipe
+
+    tasks = {name: load_recipe(name)["task"] for name in modelzoo.list_models("cosmo*")}
+    assert tasks == {"cosmo_cnn": "cosmo_classification",
+                     "cosmo_cnn_regression": "cosmo_regression",
+                     "cosmo_dcae": "cosmo_reconstruction"}
+
+
+def _count(model, kind: str) -> int:
+    return sum(type(layer).__name__ == kind for layer in model.layers)
+
+
+def test_dcae_has_four_conv_two_dense_four_deconv_layers():
+    model = modelzoo.get("cosmo_dcae")
+    assert model.input_shape == (None, 128, 128, 1)
+    assert model.output_shape == (None, 128, 128, 1)
+    assert (_count(model, "Conv2D"), _count(model, "Dense"), _count(model, "Conv2DTranspose")) \
+        == (4, 2, 4)
+    assert model.get_layer("conv4").output.shape[1:3] == (8, 8)  # four halvings of 128
+    with pytest.raises(ValueError, match="bottleneck_units"):
+        modelzoo.get("cosmo_dcae", bottleneck_units=(64, 100))
+
+
+def test_cnn_has_four_hidden_layers_and_a_softmax_over_n_cosmologies():
+    model = modelzoo.get("cosmo_cnn")
+    assert model.input_shape == (None, 128, 128, 1)
+    assert model.output_shape == (None, 2)
+    hidden = _count(model, "Conv2D") + _count(model, "Dense") - 1
+    assert (_count(model, "Conv2D"), hidden) == (3, 4)
+    probs = model.predict(np.random.default_rng(0).normal(size=(3, 128, 128, 1)), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert modelzoo.get("cosmo_cnn", num_classes=5).output_shape == (None, 5)
+
+
+def test_regression_head_predicts_parameters_in_physical_units():
+    model = modelzoo.get("cosmo_cnn_regression")
+    assert model.output_shape == (None, 2)
+    head = model.get_layer("standardised_parameters")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    out = model.predict(np.zeros((2, 128, 128, 1)), verbose=0)
+    np.testing.assert_allclose(out, [[0.3, 0.8]] * 2, rtol=1e-6)
+
+
+def test_corruption_keeps_the_expected_fraction():
+    from modelzoo.cosmology.task import corrupt, fixed_corruption
+
+    maps = np.ones((20, 64, 64, 1), np.float32)
+    kept = corrupt(maps, 0.7, np.random.default_rng(0))
+    n = maps.size
+    assert set(np.unique(kept)) == {0.0, 1.0}
+    assert abs(kept.mean() - 0.7) < 4 * np.sqrt(0.7 * 0.3 / n)
+    # Evaluation masks follow each map's content: same masks in any order or batching.
+    varied = np.random.default_rng(1).normal(size=(6, 16, 16, 1)).astype(np.float32)
+    once = fixed_corruption(varied, 0.5, seed=3)
+    np.testing.assert_array_equal(fixed_corruption(varied[::-1], 0.5, seed=3)[::-1], once)
+    np.testing.assert_array_equal(fixed_corruption(varied[2:4], 0.5, seed=3), once[2:4])
+    with pytest.raises(ConfigError):
+        corrupt(maps, 0.0, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("lognormal", [False, True])
+def test_maps_reproduce_the_input_power_spectrum(lognormal):
+    survey = gen.Survey(npix=64, side_deg=1.75, shape_noise=False, smoothing_arcmin=0.0,
+                        lognormal=lognormal)
+    model = gen.field_model(gen.Cosmology(0.3, 0.8), survey)
+    rng = np.random.default_rng(0)
+    maps = np.stack([model.draw(rng) for _ in range(200)])
+    edges = st.ell_bins(64, survey.pixel_arcmin, 8)
+    _, measured = st.binned_power_spectrum(maps, survey.pixel_arcmin, edges)
+    # The expectation of the estimator: the input C_ell averaged over each bin's modes.
+    mode_cl = gen._mode_cl(gen.Cosmology(0.3, 0.8), survey)
+    index = np.digitize(st.mode_ell(64, survey.pixel_arcmin), edges) - 1
+    expected = np.array([mode_cl[index == b].mean() for b in range(len(edges) - 1)])
+    standard_error = measured.std(axis=0) / np.sqrt(len(maps))  # sample variance of the mean
+    pull = (measured.mean(axis=0) - expected) / standard_error
+    assert np.all(np.abs(pull) < 4) and np.mean(pull**2) < 3, pull
+    # Where the bins hold many modes, the agreement is at the per-cent level.
+    many = st.modes_per_bin(64, survey.pixel_arcmin, edges) > 300
+    assert np.all(np.abs(measured.mean(axis=0)[many] / expected[many] - 1) < 0.03)
+    # Gaussian sample variance of one map's bins: 2 / modes (each mode counted with its mirror).
+    if not lognormal:
+        gaussian = np.sqrt(2.0 / st.modes_per_bin(64, survey.pixel_arcmin, edges))
+        np.testing.assert_allclose(measured.std(axis=0) / expected, gaussian, rtol=0.35)
+
+
+def test_lognormal_maps_carry_non_gaussian_information_at_equal_variance():
+    survey = gen.Survey(npix=64, side_deg=1.75, shape_noise=False)
+    fiducial = gen.Cosmology(0.3, 0.8)
+    partner = gen.degenerate_partner(fiducial, 0.2, survey)
+    assert partner.sigma_8 > 0.9  # the degeneracy: lower Omega_m needs a higher sigma_8
+    assert gen.smoothed_variance(partner, survey) == pytest.approx(
+        gen.smoothed_variance(fiducial, survey), rel=0.01)
+    # The shift (-kappa_min, the empty-beam convergence) grows with Omega_m ...
+    assert gen.empty_beam_convergence(partner, survey) > gen.empty_beam_convergence(
+        fiducial, survey)
+    # ... so at equal variance the lower-Omega_m maps are more skewed.
+    skew = []
+    for cosmo in (fiducial, partner):
+        model, rng = gen.field_model(cosmo, survey), np.random.default_rng(0)
+        skew.append(st.moments(np.stack([model.draw(rng) for _ in range(100)]))[:, 1].mean())
+    assert skew[1] > 1.15 * skew[0] > 0.2
+
+
+def test_shape_noise_and_smoothing_follow_the_survey():
+    survey = gen.Survey(npix=64, galaxies_per_arcmin2=10.0, sigma_e=0.3, smoothing_arcmin=0.0)
+    assert survey.noise_sigma == pytest.approx(0.3 / np.sqrt(10.0 * survey.pixel_arcmin**2))
+    quiet = gen.Survey(npix=64, shape_noise=False, smoothing_arcmin=0.0)
+    noisy_std = gen.field_model(gen.Cosmology(), survey).draw(np.random.default_rng(0)).std()
+    quiet_std = gen.field_model(gen.Cosmology(), quiet).draw(np.random.default_rng(0)).std()
+    assert noisy_std**2 == pytest.approx(quiet_std**2 + survey.noise_sigma**2, rel=0.1)
+
+
+def test_generator_is_seeded_and_independent_of_processes(tmp_path, capsys):
+    kwargs = dict(setting="sigma8", maps_per_class=10, npix=32, side_deg=0.875, seed=4,
+                  chunk_maps=4)
+    gen.generate_mass_maps(tmp_path / "a.h5", processes=1, **kwargs)
+    gen.generate_mass_maps(tmp_path / "b.h5", processes=2, **kwargs)
+    assert "wrote 20 maps of 2 cosmologies" in capsys.readouterr().err
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        for key in ("kappa", "label", "omega_m", "sigma_8"):
+            np.testing.assert_array_equal(a[key][()], b[key][()])
+        assert a["kappa"].shape == (20, 32, 32) and a["kappa"].dtype == np.float32
+        assert sorted(np.bincount(a["label"][()])) == [10, 10]
+        omega_m, sigma_8 = (a[k][()].astype(float).round(4) for k in ("omega_m", "sigma_8"))
+        assert set(zip(omega_m, sigma_8)) == {(0.3, 0.8), (0.3, 0.75)}
+        assert a.attrs["pixel_arcmin"] == pytest.approx(0.875 * 60 / 32)
+        assert len(json.loads(a.attrs["cosmologies"])) == 2
+    from modelzoo.cosmology.reader import open_mass_maps
+
+    maps = open_mass_maps(tmp_path / "a.h5", need=("label", "parameters"))
+    assert maps.num_maps == 20 and maps.map_shape == (32, 32) and maps.has_parameters
+
+
+def test_parameters_setting_covers_the_box_and_cli_writes_custom_pairs(tmp_path):
+    cosmologies = gen.setting_cosmologies("parameters", gen.Survey(), seed=0, num_cosmologies=8)
+    omega = sorted(c.omega_m for c in cosmologies)
+    assert len(set(omega)) == 8 and omega[0] < 0.225 and omega[-1] > 0.375  # one per eighth
+    parser = argparse.ArgumentParser()
+    gen.add_arguments(parser)
+    args = parser.parse_args(["--output", str(tmp_path / "c.h5"), "--cosmology", "0.25,0.9",
+                              "--cosmology", "0.3,0.8", "--cosmology", "0.35,0.7",
+                              "--maps-per-class", "2", "--npix", "16", "--side-deg", "0.5"])
+    gen.run(args)
+    with h5py.File(tmp_path / "c.h5") as f:
+        assert f["kappa"].shape == (6, 16, 16) and f.attrs["setting"] == "custom"
+        assert sorted(set(f["label"][()])) == [0, 1, 2]
+
+
+def _write(path, **datasets):
+    attrs = datasets.pop("attrs", {"pixel_arcmin": 2.0})
+    with h5py.File(path, "w") as f:
+        for key, value in datasets.items():
+            f[key] = value
+        f.attrs.update(attrs)
+    return str(path)
+
+
+def _good(n: int = 8, size: int = 16) -> dict:
+    rng = np.random.default_rng(0)
+    return {"kappa": rng.normal(0, 0.01, (n, size, size)).astype(np.float32),
+            "label": (np.arange(n) % 2).astype(np.int32),
+            "omega_m": np.full(n, 0.3, np.float32), "sigma_8": np.full(n, 0.8, np.float32)}
+
+
+def test_reader_accepts_what_real_files_contain(tmp_path):
+    from modelzoo.cosmology.reader import open_mass_maps
+
+    good = _good()
+    variants = {
+        "channel": {**good, "kappa": good["kappa"][..., None]},
+        "float_labels": {**good, "label": good["label"].astype(np.float64)[:, None]},
+        "bool_labels": {**good, "label": good["label"].astype(bool)},
+        "unsigned": {**good, "label": good["label"].astype(np.uint8), "extra": np.zeros(3)},
+        "params_column": {**good, "omega_m": good["omega_m"][:, None]},
+    }
+    for name, datasets in variants.items():
+        maps = open_mass_maps(_write(tmp_path / f"{name}.h5", **datasets),
+                              need=("label", "parameters"))
+        block = maps.source.read(0, 8)
+        assert maps.maps(block, 0.01).shape == (8, 16, 16, 1), name
+        np.testing.assert_array_equal(maps.columns((0, 8), ("label",))["label"],
+                                      np.arange(8) % 2)
+    # Labels are not needed to reconstruct; the pixel scale can come from the recipe.
+    unlabelled = {k: v for k, v in good.items() if k == "kappa"}
+    maps = open_mass_maps(_write(tmp_path / "u.h5", attrs={}, **unlabelled), pixel_arcmin=1.5)
+    assert not maps.has_labels and maps.require_pixel_scale() == 1.5
+
+
+@pytest.mark.parametrize("change, need, message", [
+    ({"kappa": None}, (), "missing dataset 'kappa'"),
+    ({"kappa": np.zeros((8, 16, 16, 3), np.float32)}, (), r"'kappa' has shape \(8, 16, 16, 3\)"),
+    ({"kappa": np.zeros((8, 16), np.float32)}, (), r"'kappa' has shape \(8, 16\)"),
+    ({"label": np.arange(7)}, ("label",), "differ in length"),
+    ({"label": None}, ("label",), "missing dataset 'label'"),
+    ({"label": np.linspace(0, 1, 8)}, ("label",), "whole numbers"),
+    ({"label": np.array([b"a"] * 8)}, ("label",), "'label' has dtype"),
+    ({"omega_m": None}, ("parameters",), "missing dataset 'omega_m'"),
+    ({"sigma_8": np.zeros(8)}, ("parameters",), "'sigma_8' has values <= 0"),
+    ({"kappa": np.full((8, 16, 16), np.nan, np.float32)}, (), "NaN or Inf"),
+])
+def test_reader_refuses_malformed_files(tmp_path, change, need, message):
+    from modelzoo.cosmology.reader import open_mass_maps
+
+    datasets = {k: v for k, v in {**_good(), **change}.items() if v is not None}
+    path = _write(tmp_path / "bad.h5", **datasets)
+    with pytest.raises(DataError, match=message) as err:
+        open_mass_maps(path, need=need)
+    assert "bad.h5" in str(err.value)
+
+
+def test_reader_refuses_truncated_and_scaleless_files(tmp_path):
+    from modelzoo.cosmology.reader import open_mass_maps
+
+    path = _write(tmp_path / "whole.h5", **_good(64, 32))
+    data = open(path, "rb").read()
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated"):
+        open_mass_maps(truncated)
+    maps = open_mass_maps(_write(tmp_path / "noscale.h5", attrs={}, **_good()))
+    with pytest.raises(DataError, match="'pixel_arcmin' missing"):
+        maps.require_pixel_scale()
+    with pytest.raises(DataError, match="pixel_arcmin"):
+        open_mass_maps(_write(tmp_path / "neg.h5", attrs={"pixel_arcmin": -1.0}, **_good()))
+
+
+def test_saliency_of_a_linear_model_is_its_weights(tmp_path):
+    import keras
+
+    from modelzoo import interpret
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6, 6, 1))
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    x = rng.normal(size=(5, 6, 6, 1)).astype(np.float32)
+    kernel = model.layers[-1].get_weights()[0]  # (36, 3)
+    for unit in range(3):
+        grad = interpret.saliency(model, x, target=unit)
+        np.testing.assert_allclose(grad, np.broadcast_to(kernel[:, unit].reshape(6, 6, 1),
+                                                         x.shape), rtol=1e-5, atol=1e-6)
+    summed = interpret.saliency(model, x, target="sum", path=tmp_path / "s.png")
+    np.testing.assert_allclose(summed[0], kernel.sum(axis=1).reshape(6, 6, 1), rtol=1e-5,
+                               atol=1e-6)
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    with pytest.raises(ConfigError):
+        interpret.saliency(model, x, target=3)
+
+
+def test_embedding_gives_one_point_per_sample_and_separates_classes(tmp_path):
+    from modelzoo import interpret
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(80) % 2
+    features = rng.normal(size=(80, 20)) + 4.0 * labels[:, None]
+    points = interpret.embed(features, labels, path=tmp_path / "e.png")
+    assert points.shape == (80, 2)
+    assert (tmp_path / "e.png").stat().st_size > 1000
+    centres = [points[labels == c].mean(axis=0) for c in (0, 1)]
+    spread = max(points[labels == c].std(axis=0).max() for c in (0, 1))
+    assert np.linalg.norm(centres[0] - centres[1]) > 2 * spread
+    assert interpret.embed(features[:3], method="pca").shape == (3, 2)
+
+
+@pytest.fixture(scope="module")
+def easy_pair(tmp_path_factory):
+    """Two cosmologies whose 64 x 64 maps differ clearly in amplitude (sigma_8 0.8 vs 0.6)."""
+    path = tmp_path_factory.mktemp("cosmo") / "pair.h5"
+    gen.generate_mass_maps(path, cosmologies=[(0.3, 0.8), (0.3, 0.6)], maps_per_class=160,
+                           npix=64, side_deg=1.75, seed=1, processes=2, progress=False)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_short_cnn_training_beats_chance_and_explains(easy_pair, tmp_path):
+    from modelzoo import interpret, training
+
+    run = tmp_path / "cnn"
+    training.train("cosmo_cnn", easy_pair, run_dir=str(run), verbose=0,
+                   overrides={"train.epochs": 4, "data.eval_max_maps": 64},
+                   model_config={"input_shape": (64, 64, 1)})
+    result = training.evaluate(str(run), easy_pair, split="val",
+                               overrides={"data.embedding_max_maps": 40})
+    assert result["maps"] == 64
+    assert result["accuracy_cnn"] > 0.75 > result["chance"], result
+    assert result["accuracy_power_spectrum"] > 0.75  # amplitude is in the power spectrum
+    for figure in ("tsne.png", "comparison.png", "metrics.json"):
+        assert (run / figure).exists()
+    parser = argparse.ArgumentParser()
+    interpret.add_arguments(parser)
+    args = parser.parse_args(["cosmo_cnn", "--weights", str(run), "--data", easy_pair,
+                              "--method", "saliency", "--rows", "3",
+                              "--output", str(tmp_path / "explain")])
+    assert interpret.run(args) == 0
+    numbers = np.load(tmp_path / "explain" / "saliency.npz")
+    assert numbers["saliency"].shape == (3, 64, 64, 1)
+    assert (tmp_path / "explain" / "saliency.png").exists()
+
+
+@pytest.mark.slow
+def test_short_dcae_training_beats_the_identity(tmp_path):
+    """On smoothed noiseless maps (the seed's kind), half the pixels zeroed."""
+    from modelzoo import training
+
+    path = str(tmp_path / "smooth.h5")
+    gen.generate_mass_maps(path, maps_per_class=200, npix=32, side_deg=1.75, shape_noise=False,
+                           smoothing_arcmin=4.92, seed=2, processes=2, progress=False)
+    run = tmp_path / "dcae"
+    training.train("cosmo_dcae", path, run_dir=str(run), verbose=0,
+                   overrides={"train.epochs": 20, "data.keep_fraction": 0.5},
+                   model_config={"input_shape": (32, 32, 1), "bottleneck_units": (128, 256)})
+    result = training.evaluate(str(run), path, split="val")
+    assert result["mse_dcae"] < 0.8 * result["mse_corrupted_input"], result
+    assert result["fraction_maps_improved"] > 0.8
+    assert (run / "reconstruction.png").exists() and (run / "saliency.png").exists()
