@@ -118,13 +118,13 @@ def _relabel(path, labels, group=""):
     lambda y: y.astype(bool),
     lambda y: y.astype(np.int64)[:, None],
 ])
-@pytest.mark.parametrize("layout", ["acat", "benchmark"])
+@pytest.mark.parametrize("layout", ["acat", "benchmark", "benchmark_nhwc"])
 def test_labels_as_real_files_store_them(tmp_path, toy_arrays, stored, layout):
     if layout == "acat":
         path = write_acat(tmp_path / "acat.h5", toy_arrays)
         _relabel(path, stored(toy_arrays["label"]), group="all_events/")
     else:
-        path = write_benchmark(tmp_path / "bench.h5", toy_arrays)
+        path = write_benchmark(tmp_path / "bench.h5", toy_arrays, nhwc=layout.endswith("nhwc"))
         _relabel(path, stored(toy_arrays["label"]))
     with h5py.File(path, "a") as f:  # datasets the reader does not know are ignored
         f["run_number"] = np.arange(len(toy_arrays["label"]))
