@@ -1,0 +1,107 @@
+"""Extreme weather in climate simulations: supervised patch classifiers (Liu et al. 2016) and
+the semi-supervised detector of ExtremeWeather (Racah et al. 2017) (seed: "Finding extreme
+weather events in climate simulations").
+
+Folder: ``models.py`` (builders), ``boxes.py`` (the box convention and its grid encoding),
+``detection.py`` (VOC average precision), ``reader.py`` (ExtremeWeather and patch files),
+``generator.py`` (synthetic snapshots with parametric storms, ``modelzoo data climate``),
+``patches.py`` (patch extraction), ``netcdf.py`` (CF netCDF model output via xarray),
+``task.py`` (training and the papers' comparisons), ``recipes/``. Imports nothing heavy.
+"""
+
+from modelzoo.registry import Case, ModelSpec
+
+_LIU = (
+    "Liu, Racah, Prabhat, Correa, Khosrowshahi, Lavers, Kunkel, Wehner, Collins, Application "
+    "of Deep Convolutional Neural Networks for Detecting Extreme Weather in Climate Datasets, "
+    "ABDA 2016, arXiv:1605.01156"
+)
+_RACAH = (
+    "Racah, Beckham, Maharaj, Kahou, Prabhat, Pal, ExtremeWeather: A large-scale climate "
+    "dataset for semi-supervised detection, localization, and understanding of extreme weather "
+    "events, NeurIPS 2017, arXiv:1612.02095"
+)
+_IMAGES = (
+    "HDF5 (ExtremeWeather): images (N, 16, H, W) float32 (published 768 x 1152; PRECT, PS, "
+    "PSL, QREFHT, T200, T500, TMQ, TREFHT, TS, U850, UBOT, V850, VBOT, Z100, Z200, ZBOT) and "
+    "boxes (N, 15, 5) = ymin, xmin, ymax, xmax, class (0 TD, 1 TC, 2 ETC, 3 AR), -1 padded; "
+    "an image without boxes is unlabelled"
+)
+_PATCHES = (
+    "HDF5 patch file (`modelzoo data climate patches`): images (N, C, h, w) float32, labels "
+    "(N,) (0 = no event), attributes channels and class_names"
+)
+
+CASE = Case(
+    name="climate",
+    title="Finding extreme weather events in climate simulations",
+    package=__name__,
+    models=(
+        ModelSpec(
+            name="climate_patch_cnn",
+            builder="modelzoo.climate.models:climate_patch_cnn",
+            summary="Liu et al. 2016 CNN classifying centred multi-channel patches of one "
+                    "extreme-weather event type (or several) against no event.",
+            domain="climate science",
+            task="classification",
+            inputs="(h, w, C) standardised fields, e.g. 32 x 32 x 8 for tropical cyclones",
+            outputs="softmax over (no event, event classes...)",
+            citation=_LIU,
+            data_layout=_PATCHES,
+            recipe="climate_patch_cnn.yaml",
+            published=(
+                "Liu et al. 2016 (abstract): 89-99% accuracy; per event type about 99% for "
+                "tropical cyclones, 90% for atmospheric rivers and 89.4% for weather fronts "
+                "(per-type numbers not verified against the paper's tables)."
+            ),
+            search_space={
+                "model.dense_units": {"type": "int", "low": 16, "high": 128, "log": True},
+                "optimizer.learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3,
+                                            "log": True},
+            },
+        ),
+        ModelSpec(
+            name="climate_detector",
+            builder="modelzoo.climate.models:climate_detector",
+            summary="Racah et al. 2017 semi-supervised detector: stride-2 conv encoder, "
+                    "YOLO-style head on the coarse grid, mirrored decoder reconstructing the "
+                    "input.",
+            domain="climate science",
+            task="detection",
+            inputs="(H, W, 16) standardised fields (published 768 x 1152 x 16)",
+            outputs="detection (H/64, W/64, 6 + 4): box, objectness, class per cell; "
+                    "reconstruction (H, W, 16)",
+            citation=_RACAH,
+            data_layout=_IMAGES,
+            recipe="climate_detector.yaml",
+            published=(
+                "Racah et al. 2017: mAP at IoU 0.5 and 0.1 for 2-D/3-D, supervised and "
+                "semi-supervised models on ExtremeWeather (train 1979, test 1984); unlabelled "
+                "data and time improve localisation. The numeric table was not retrieved here."
+            ),
+            search_space={
+                "loss.reconstruction_weight": {"type": "float", "low": 0.1, "high": 30.0,
+                                               "log": True},
+                "optimizer.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3,
+                                            "log": True},
+            },
+        ),
+    ),
+    tasks={
+        "climate_patch_classification": "modelzoo.climate.task:ClimatePatchClassification",
+        "climate_detection": "modelzoo.climate.task:ClimateDetection",
+    },
+    data_command="modelzoo.climate.generator",
+    generator="modelzoo.climate.generator:generate_climate",
+    card=(
+        "Synthetic data: `modelzoo data climate images` writes the ExtremeWeather layout: "
+        "smooth large-scale fields in the 16 CAM5 channels with tropical cyclones and "
+        "depressions from a Holland (1980) vortex (warm core, moisture bulge, eyewall rain), "
+        "extratropical cyclones with warm and cold fronts, and atmospheric rivers (TMQ "
+        "filaments >= 2,000 km long, < 1,000 km wide, IVT >> 250 kg/m/s), with their boxes; "
+        "`modelzoo data climate patches` cuts Liu et al.'s centred patches from it; "
+        "`modelzoo data climate netcdf` converts CF netCDF model output (CAM5, reanalysis). "
+        "Shipped weights are trained on small synthetic grids, not on CAM5 output: use them to "
+        "try the pipeline, and retrain on real data."
+    ),
+)

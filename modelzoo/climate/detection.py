@@ -1,0 +1,65 @@
+"""VOC-style average precision of box detections, per class and averaged (mAP).
+
+Matching follows PASCAL VOC (Everingham et al., IJCV 2010): detections of one class, best score
+first over all images, each matched to the not-yet-matched ground-truth box of that class in the
+same image with the highest IoU, a true positive when that IoU reaches the threshold, else a
+false positive (a second detection of a matched box is a false positive). AP is the area under
+the precision-recall curve with precision made monotone (VOC 2010 and later, every point).
+Racah et al. 2017 report mAP at IoU 0.5 and 0.1. (scikit-learn's average_precision_score
+ranks scored samples; it has no box matching and no missed boxes, hence this module.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from modelzoo.climate.boxes import iou
+
+
+def average_precision(
+    detections: Sequence[np.ndarray], truths: Sequence[np.ndarray], cls: int,
+    iou_threshold: float = 0.5,
+) -> float:
+    """AP of class ``cls``. ``detections[i]``: image i's boxes (k, 6) = ymin, xmin, ymax, xmax,
+    class, score; ``truths[i]``: its ground truth (n, 5) = ymin, xmin, ymax, xmax, class.
+    NaN when no image holds a box of ``cls`` (the class does not enter the mean)."""
+    if len(detections) != len(truths):
+        raise ValueError(f"{len(detections)} detection lists for {len(truths)} images")
+    gt = [np.asarray(t, np.float64).reshape(-1, 5) for t in truths]
+    gt = [t[t[:, 4] == cls] for t in gt]
+    total = sum(len(t) for t in gt)
+    if total == 0:
+        return float("nan")
+    found = [(i, d) for i, dets in enumerate(detections)
+             for d in np.asarray(dets, np.float64).reshape(-1, 6) if d[4] == cls]
+    found.sort(key=lambda item: -item[1][5])  # stable: ties keep image order
+    matched = [np.zeros(len(t), bool) for t in gt]
+    hits = np.zeros(len(found))
+    for k, (image, det) in enumerate(found):
+        if not len(gt[image]):
+            continue
+        overlaps = iou(det[None, :4], gt[image][:, :4])[0]
+        overlaps[matched[image]] = -1.0
+        best = int(np.argmax(overlaps))
+        if overlaps[best] >= iou_threshold:
+            matched[image][best] = True
+            hits[k] = 1.0
+    tp = np.cumsum(hits)
+    recall = np.r_[0.0, tp / total]
+    precision = np.r_[1.0, tp / np.arange(1, len(found) + 1)]
+    # Monotone envelope from the right, then the area under the step curve in recall.
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum(np.diff(recall) * envelope[1:]))
+
+
+def mean_average_precision(
+    detections: Sequence[np.ndarray], truths: Sequence[np.ndarray], num_classes: int,
+    iou_threshold: float = 0.5,
+) -> tuple[float, list[float]]:
+    """(mAP over the classes present in ``truths``, AP per class (NaN where absent))."""
+    per_class = [average_precision(detections, truths, c, iou_threshold)
+                 for c in range(num_classes)]
+    present = [ap for ap in per_class if not np.isnan(ap)]
+    return (float(np.mean(present)) if present else float("nan")), per_class

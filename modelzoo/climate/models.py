@@ -1,0 +1,119 @@
+"""Builders for the extreme-weather case: patch classifiers and the semi-supervised detector.
+
+Inputs are channels-last (H, W, C) fields, each channel standardised by
+:func:`modelzoo.climate.reader.standardize` (the readers do this).
+
+References:
+    Y. Liu, E. Racah, Prabhat, J. Correa, A. Khosrowshahi, D. Lavers, K. Kunkel, M. Wehner,
+    W. Collins, "Application of Deep Convolutional Neural Networks for Detecting Extreme Weather
+    in Climate Datasets", ABDA 2016, arXiv:1605.01156 (the patch classifiers).
+    E. Racah, C. Beckham, T. Maharaj, S. E. Kahou, Prabhat, C. Pal, "ExtremeWeather: A
+    large-scale climate dataset for semi-supervised detection, localization, and understanding
+    of extreme weather events", NeurIPS 2017, arXiv:1612.02095 (the detector).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from modelzoo.errors import ConfigError
+
+PUBLISHED_DETECTOR_FILTERS = (128, 256, 512, 768, 1024, 1280)
+
+
+def climate_patch_cnn(
+    input_shape: tuple[int, int, int] = (32, 32, 8),
+    num_classes: int = 2,
+    filters: tuple[int, ...] = (8, 16),
+    kernel_size: int = 5,
+    dense_units: int = 50,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """Liu et al. 2016 patch classifier: [conv + ReLU + max-pool 2] per entry of ``filters``,
+    a fully connected ReLU layer, softmax over ``num_classes``.
+
+    The paper's networks have two convolution + pooling stages followed by fully connected
+    layers, one network per event type (tropical cyclone 32 x 32 x 8, atmospheric river
+    148 x 224 x 2, weather front 27 x 60 x 3); its exact widths came from Bayesian optimisation
+    and are not restated here, so ``filters``/``dense_units`` are this zoo's choice.
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="patch")
+    x = inputs
+    for stage, width in enumerate(filters, start=1):
+        x = layers.Conv2D(width, kernel_size, padding="same", activation="relu",
+                          name=f"conv{stage}")(x)
+        x = layers.MaxPooling2D(2, padding="same", name=f"pool{stage}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense_units, activation="relu", name="fc")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="class_probabilities")(x)
+    return keras.Model(inputs, outputs, name="climate_patch_cnn")
+
+
+def climate_detector(
+    input_shape: tuple[int, int, int] = (768, 1152, 16),
+    num_classes: int = 4,
+    filters: tuple[int, ...] = PUBLISHED_DETECTOR_FILTERS,
+    filters_scale: float = 1.0,
+    kernel_size: int = 5,
+    leaky_slope: float = 0.1,
+    weight_decay: float = 5e-4,
+) -> keras.Model:
+    """Racah et al. 2017 semi-supervised detector (seed figure 6), 2-D version.
+
+    * Encoder: one ``kernel_size`` convolution of stride 2 + LeakyReLU(0.1) per entry of
+      ``filters`` (times ``filters_scale``), He-normal initialisation; the input shrinks by
+      ``2**len(filters)`` (64 in the paper: 768 x 1152 -> a 12 x 18 grid), then batch norm.
+    * YOLO-style head on that grid, 3 x 3 convolutions concatenated into the ``detection``
+      output (channel layout in :mod:`modelzoo.climate.boxes`): box (4, ReLU: centre offset in
+      the cell and size in cells), objectness (2, softmax: no object, object) and class
+      (``num_classes``, softmax).
+    * Decoder: transposed convolutions mirroring the encoder back to the input, the
+      ``reconstruction`` output (linear). The original ties them to the encoder's kernels
+      (Lasagne's InverseLayer); here they are separate weights.
+    * L2 weight decay ``weight_decay`` on the encoder and head (the paper's 5e-4), none on
+      the decoder.
+
+    The loss (:class:`modelzoo.climate.task.ClimateDetection`) is the YOLO loss on labelled
+    images plus lambda times the reconstruction error on every image; lambda = 0 is the
+    supervised model.
+    """
+    height, width, channels = input_shape
+    stride = 2 ** len(filters)
+    for name, size in (("height", height), ("width", width)):
+        if size is not None and size % stride:
+            raise ConfigError(
+                f"climate_detector: input {name} {size} is not a multiple of {stride} "
+                f"(2 ** {len(filters)} stride-2 layers)"
+            )
+    widths = [max(1, int(round(f * filters_scale))) for f in filters]
+    decay = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+    inputs = keras.Input(shape=tuple(input_shape), name="fields")
+    x = inputs
+    for stage, width_ in enumerate(widths, start=1):
+        x = layers.Conv2D(width_, kernel_size, strides=2, padding="same",
+                          kernel_initializer="he_normal", kernel_regularizer=decay,
+                          name=f"enc{stage}")(x)
+        x = layers.LeakyReLU(leaky_slope, name=f"enc{stage}_act")(x)
+    code = layers.BatchNormalization(name="code_bn")(x)
+
+    def head(units: int, activation: str, name: str):
+        return layers.Conv2D(units, 3, padding="same", activation=activation,
+                             kernel_regularizer=decay, name=name)(code)
+
+    detection = layers.Concatenate(name="detection")([
+        head(4, "relu", "head_box"),
+        head(2, "softmax", "head_objectness"),
+        head(num_classes, "softmax", "head_class"),
+    ])
+    y = code
+    for stage, width_ in reversed(list(enumerate(widths[:-1], start=1))):
+        y = layers.Conv2DTranspose(width_, kernel_size, strides=2, padding="same",
+                                   kernel_initializer="he_normal", name=f"dec{stage + 1}")(y)
+        y = layers.LeakyReLU(leaky_slope, name=f"dec{stage + 1}_act")(y)
+    reconstruction = layers.Conv2DTranspose(channels, kernel_size, strides=2, padding="same",
+                                            name="reconstruction")(y)
+    return keras.Model(inputs, {"detection": detection, "reconstruction": reconstruction},
+                       name="climate_detector")
