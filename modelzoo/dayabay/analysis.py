@@ -82,6 +82,7 @@ def separation_scores(features: np.ndarray, labels: np.ndarray, *, neighbours: i
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     features = np.asarray(features, np.float64).reshape(len(features), -1)
     labels = np.asarray(labels).reshape(-1)
@@ -90,18 +91,24 @@ def separation_scores(features: np.ndarray, labels: np.ndarray, *, neighbours: i
     knn = make_pipeline(StandardScaler(), KNeighborsClassifier(neighbours))
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     scaled = StandardScaler().fit_transform(features)
-    return {
-        "knn_accuracy": float(cross_val_score(knn, features, labels, cv=split).mean()),
-        "logistic_accuracy": float(cross_val_score(probe, features, labels, cv=split).mean()),
-        "silhouette": float(silhouette_score(scaled, labels, random_state=seed,
-                                             sample_size=min(len(labels), 5000))),
-    }
+    with threadpool_limits(1):  # see embed_codes
+        return {
+            "knn_accuracy": float(cross_val_score(knn, features, labels, cv=split).mean()),
+            "logistic_accuracy": float(cross_val_score(probe, features, labels, cv=split).mean()),
+            "silhouette": float(silhouette_score(scaled, labels, random_state=seed,
+                                                 sample_size=min(len(labels), 5000))),
+        }
 
 
 def embed_codes(codes: np.ndarray, labels: np.ndarray, path: str | Path | None,
                 seed: int = 0) -> np.ndarray:
     """t-SNE of the codes (seed Figure 14), written as a PNG coloured by class when ``path`` is
     given; the one place this case calls :func:`modelzoo.interpret.embed`."""
+    from threadpoolctl import threadpool_limits
+
     from modelzoo.interpret import embed
 
-    return embed(codes, labels, path=path, method="tsne", seed=seed)
+    # One OpenMP thread: with TensorFlow's threads alive in the process (and other work on a
+    # small machine) scikit-learn's Barnes-Hut t-SNE ran ~10x slower on all cores.
+    with threadpool_limits(1):
+        return embed(codes, labels, path=path, method="tsne", seed=seed)

@@ -264,16 +264,18 @@ def plot_reconstruction(model: keras.Model, inputs: np.ndarray, labels: np.ndarr
     masked = row_masks(inputs[first].shape, fraction, seed, 0)
     corrupted = np.where(masked, 0.0, inputs[first]).astype(np.float32)
     recon = reconstruct(model, corrupted)
-    rows = [(f"{CLASS_NAMES[labels[i]]}: {title}", image)
+    rows = [(f"{CLASS_NAMES[labels[i]]}\n{title}", image, inputs[i])
             for j, i in enumerate(first)
             for title, image in (("input", inputs[i]), ("1/3 zeroed", corrupted[j]),
                                  ("reconstruction", recon[j]))]
     fig, axes = plt.subplots(len(rows), len(channels), figsize=(3.2 * len(channels),
-                                                                1.3 * len(rows)), squeeze=False)
-    for r, (title, image) in enumerate(rows):
+                                                                1.4 * len(rows)), squeeze=False)
+    for r, (title, image, clean) in enumerate(rows):
         for c, channel in enumerate(channels):
             ax = axes[r, c]
-            ax.imshow(image[..., c], origin="lower", aspect="auto", cmap="viridis")
+            # one colour scale per event and channel: input and reconstruction compare directly
+            ax.imshow(image[..., c], origin="lower", aspect="auto", cmap="viridis",
+                      vmin=clean[..., c].min(), vmax=clean[..., c].max())
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
