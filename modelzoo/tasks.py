@@ -73,6 +73,12 @@ class Task:
         ``output_dir`` (rank 0)."""
         raise NotImplementedError
 
+    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        """``rows`` of ``path`` as the model sees them, for analysis (``modelzoo explain``):
+        ``inputs``, and ``labels`` (classes) or ``targets`` (what a reconstruction aims at)
+        where the task has them."""
+        raise ConfigError(f"task {type(self).__name__} does not provide inputs for analysis")
+
     def predict(self, model: keras.Model, path: str, data_cfg: dict,
                 group: ProcessGroup) -> dict[str, np.ndarray]:
         """Per-row outputs for every row of ``path``, in the file's row order, on every rank

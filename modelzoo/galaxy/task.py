@@ -87,6 +87,11 @@ class GalaxyDensity(Task):
             first_step=first_epoch * streams.steps_per_epoch)
         return streams
 
+    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        stamps = self.open(path, data_cfg)
+        images = stamps.arrays((rows[0], min(rows[1], stamps.num_stamps)))["images"]
+        return {"inputs": images, "targets": images}
+
     def callbacks(
         self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup, seed: int,
     ) -> list[keras.callbacks.Callback]:

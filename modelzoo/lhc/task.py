@@ -60,6 +60,11 @@ class LHCClassification(Task):
         """The file's image shape, (H, W, 3) or (H, W, 1)."""
         return {"input_shape": self.open(path, data_cfg).image_shape}
 
+    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        images = self.open(path, data_cfg)
+        x, y, _ = images.to_example(images.source.read(rows[0], min(rows[1], images.num_events)))
+        return {"inputs": x, "labels": y}
+
     def datasets(
         self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup, seed: int,
         first_epoch: int,
