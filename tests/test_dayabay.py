@@ -291,6 +291,22 @@ def test_inverse_square_and_angular_response():
     assert (g > 0).all() and np.ptp(g.reshape(8, 24), axis=1).max() < 1e-12
 
 
+def test_predict_gives_per_pair_outputs_in_stream_order(pair_file, monkeypatch):
+    from modelzoo import distributed
+    from modelzoo.dayabay import task
+    from modelzoo.dayabay.models import dayabay_cnn, dayabay_dae
+
+    monkeypatch.setattr(task, "PREDICT_BLOCK", 500)  # several blocks per shard
+    group = distributed.init()
+    pairs = open_dayabay(pair_file)
+    out = task.DayaBayDenoising().predict(dayabay_dae(filters=4), pair_file, {}, group)
+    assert out["code"].shape == (1400, 16) and out["reconstruction"].shape == (1400, 8, 24, 4)
+    np.testing.assert_array_equal(out["label"], pairs.source.labels)
+    out = task.DayaBayClassification().predict(dayabay_cnn(filters=4), pair_file, {}, group)
+    assert out["probabilities"].shape == (1400, 4)
+    np.testing.assert_array_equal(out["label"], pairs.source.labels)
+
+
 # --------------------------------------------------------------------------------------------
 # Training through the one training path
 

@@ -31,6 +31,7 @@ from modelzoo.distributed import ProcessGroup
 from modelzoo.tasks import Datasets, Task, gather_shards, select_rows, split_rows, split_streams
 
 PUBLISHED_CNN_ACCURACY = 0.97
+PREDICT_BLOCK = 8192
 
 
 class _PairTask(Task):
@@ -149,10 +150,13 @@ class DayaBayDenoising(_PairTask):
         code_size = int(model.get_layer("code").units)
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
-            arrays = pairs.arrays(shard)
-            return {"code": encode(model, arrays["inputs"]),
-                    "reconstruction": reconstruct(model, arrays["inputs"]),
-                    "label": arrays["label"]}
+            parts = []
+            for start in range(shard[0], shard[1], PREDICT_BLOCK):  # bounded memory
+                arrays = pairs.arrays((start, min(start + PREDICT_BLOCK, shard[1])))
+                parts.append({"code": encode(model, arrays["inputs"]),
+                              "reconstruction": reconstruct(model, arrays["inputs"]),
+                              "label": arrays["label"]})
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
         empty = {"code": ((code_size,), "float32"), "reconstruction": (shape, "float32"),
                  "label": ((), "int32")}
@@ -204,9 +208,13 @@ class DayaBayClassification(_PairTask):
         classes = int(model.output_shape[-1])
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
-            arrays = pairs.arrays(shard)
-            prob = model.predict(arrays["inputs"], batch_size=1024, verbose=0)
-            return {"probabilities": prob.astype(np.float32), "label": arrays["label"]}
+            probs, labels = [], []
+            for start in range(shard[0], shard[1], PREDICT_BLOCK):  # bounded memory
+                arrays = pairs.arrays((start, min(start + PREDICT_BLOCK, shard[1])))
+                probs.append(model.predict(arrays["inputs"], batch_size=1024, verbose=0))
+                labels.append(arrays["label"])
+            return {"probabilities": np.concatenate(probs).astype(np.float32),
+                    "label": np.concatenate(labels)}
 
         return gather_shards(rows, group, compute, {"probabilities": ((classes,), "float32"),
                                                     "label": ((), "int32")})
