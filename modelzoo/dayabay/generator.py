@@ -26,7 +26,7 @@ the dayabay-learn files.
 Event classes (one HDF5 dataset each)
 -------------------------------------
 * ``ibd_pair_data``: inverse beta decay, the signal. Prompt: the positron, visible energy
-  E_nu - 0.78 MeV with E_nu from a reactor-like spectrum (peak ~4 MeV), at a vertex uniform in
+  E_nu - 0.78 MeV with E_nu from a reactor-like spectrum (peak ~3.6 MeV), at a vertex uniform in
   the target. Delayed: neutron capture on Gd (8.05 MeV gamma cascade, a few percent leaking
   out, more near the edge) at the prompt vertex displaced by the neutron's thermalisation and
   diffusion (Gaussian, 12 cm per coordinate), after an exponential time with mean
@@ -174,7 +174,7 @@ def _uniform_cylinder(n: int, radius: float, half_height: float, rng: np.random.
 
 def _reactor_prompt_energy(n: int, rng: np.random.Generator) -> np.ndarray:
     """Visible positron energy E_nu - 0.78 MeV; E_nu from flux x cross-section, approximated
-    by a Gamma distribution peaking near 4 MeV above the 1.8 MeV threshold."""
+    by a Gamma distribution peaking near 3.6 MeV above the 1.8 MeV threshold."""
     e_nu = 1.806 + rng.gamma(4.0, 0.6, n)
     return np.clip(e_nu - 0.78, 1.02, 12.0)
 
