@@ -291,6 +291,20 @@ def test_inverse_square_and_angular_response():
     assert (g > 0).all() and np.ptp(g.reshape(8, 24), axis=1).max() < 1e-12
 
 
+def test_autoencoder_trains_on_clean_inputs_without_labels(pair_file):
+    from modelzoo import distributed
+    from modelzoo.dayabay.task import DayaBayClassification, DayaBayDenoising
+
+    group = distributed.init()
+    streams = DayaBayDenoising().datasets(pair_file, {}, 16, group, seed=0, first_epoch=0)
+    x, target = next(iter(streams.train))
+    assert x.shape == (16, 8, 24, 4)
+    np.testing.assert_array_equal(x.numpy(), target.numpy())  # the target is the input
+    assert streams.num_validation == 350  # the last quarter of every class
+    _, labels = next(iter(DayaBayClassification().datasets(pair_file, {}, 16, group, 0, 0).train))
+    assert labels.shape == (16,) and set(labels.numpy()) <= {0, 1, 2, 3}
+
+
 def test_predict_gives_per_pair_outputs_in_stream_order(pair_file, monkeypatch):
     from modelzoo import distributed
     from modelzoo.dayabay import task
