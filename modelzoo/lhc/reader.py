@@ -76,8 +76,12 @@ class LHCImages:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        first = self._images(self.source.read(0, 1))
-        return tuple(first.shape[1:])
+        """(H, W, C) of the images, from the datasets' shapes (no rows are read)."""
+        if self.layout == "acat":
+            channels = [k for k in ("hist", "hist_em", "hist_track") if k in self.source.fields]
+            return (*self.source.shape("hist")[1:], len(channels))
+        shape = self.source.shape("data")[1:]
+        return (shape[1], shape[2], shape[0]) if self.channel_axis == 1 else tuple(shape)
 
     @property
     def has_selection(self) -> bool:
