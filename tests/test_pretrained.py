@@ -109,8 +109,10 @@ def test_manifest_files_exist_and_hash_right():
         assert path.exists(), key
         assert path.stat().st_size == entry["bytes"], key
         assert pretrained.sha256_of(path) == entry["sha256"], key
-    total = sum(p.stat().st_size for p in pretrained.PRETRAINED_DIR.glob("*"))
-    assert total < 30e6, "keep the repository small"
+    # The weights travel in the repository and in the wheel: a clone and a pip install stay
+    # quick (the largest entry, ecog_mlp at the published width, is 22 MB as float16).
+    sizes = {p.name: p.stat().st_size for p in pretrained.PRETRAINED_DIR.glob("*")}
+    assert max(sizes.values()) < 25e6 and sum(sizes.values()) < 64e6, sizes
 
 
 @pytest.mark.parametrize("key", SHIPPED)
