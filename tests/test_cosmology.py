@@ -330,7 +330,7 @@ def test_short_dcae_training_beats_the_identity(tmp_path):
     run = tmp_path / "dcae"
     training.train("cosmo_dcae", path, run_dir=str(run), verbose=0,
                    overrides={"train.epochs": 20, "data.keep_fraction": 0.5},
-                   model_config={"input_shape": (32, 32, 1), "bottleneck_units": (128, 256)})
+                   model_config={"input_shape": (32, 32, 1), "bottleneck_units": (128, 128)})
     result = training.evaluate(str(run), path, split="val")
     assert result["mse_dcae"] < 0.8 * result["mse_corrupted_input"], result
     assert result["fraction_maps_improved"] > 0.8

@@ -20,9 +20,9 @@ from keras import layers
 
 def cosmo_dcae(
     input_shape: tuple[int, int, int] = (128, 128, 1),
-    filters: tuple[int, int, int, int] = (16, 32, 64, 64),
+    filters: tuple[int, int, int, int] = (16, 32, 64, 32),
     kernel_size: int = 5,
-    bottleneck_units: tuple[int, int] = (512, 4096),
+    bottleneck_units: tuple[int, int] = (256, 2048),
     activation: str = "elu",
 ) -> keras.Model:
     """Denoising convolutional autoencoder: 4 stride-2 convolutions (128 -> 8 pixels), a dense
