@@ -4,13 +4,13 @@
 # trained on its first 80%, and on the last 20% the CNN's accuracy next to the power-spectrum
 # and peak-count baselines (same maps, same noise); then the DCAE on smoothed noiseless maps
 # and on the default noisy maps, MSE against the corrupted input's. Results: one JSON line per
-# run in $OUT/results.jsonl. About 25 minutes on 2 CPU cores.
+# run in $OUT/results.jsonl. The CNN part took 32 minutes on 2 busy CPU cores (README table).
 #
-#   scripts/cosmology_long_run.sh [OUT=runs/cosmology_long] [MAPS=1000] [EPOCHS=12]
+#   scripts/cosmology_long_run.sh [OUT=runs/cosmology_long] [MAPS=1000] [EPOCHS=6]
 set -euo pipefail
 OUT=${1:-runs/cosmology_long}
 MAPS=${2:-1000}
-EPOCHS=${3:-12}
+EPOCHS=${3:-6}
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT"
 "$PY" - "$OUT" "$MAPS" "$EPOCHS" <<'PYEOF'
