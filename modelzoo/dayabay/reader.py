@@ -29,7 +29,6 @@ the denoising autoencoder's corruption writes.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 
 import h5py
@@ -78,12 +77,11 @@ def preprocess(maps: np.ndarray, channels: tuple[int, ...] = (0, 1, 2, 3)) -> np
     for k, c in enumerate(channels):
         if c in _CHARGE_OF:
             hit = maps[:, _CHARGE_OF[c]] > 0
-            times = np.where(hit, maps[:, c], np.nan)
-            with warnings.catch_warnings():  # a trigger without hits has no median
-                warnings.simplefilter("ignore", RuntimeWarning)
-                median = np.nanmedian(times.reshape(len(maps), -1), axis=1)
-            median = np.nan_to_num(median)[:, None, None]
-            out[..., k] = np.where(hit, (maps[:, c] - median) / TIME_UNIT_NS, 0.0)
+            times = np.where(hit, maps[:, c], np.nan).reshape(len(maps), -1)
+            any_hit = hit.reshape(len(maps), -1).any(axis=1)  # a trigger without hits: no median
+            median = np.zeros(len(maps), np.float32)
+            median[any_hit] = np.nanmedian(times[any_hit], axis=1)
+            out[..., k] = np.where(hit, (maps[:, c] - median[:, None, None]) / TIME_UNIT_NS, 0.0)
         else:
             out[..., k] = np.log1p(np.maximum(maps[:, c], 0.0))
     return out
