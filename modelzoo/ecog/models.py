@@ -3,9 +3,9 @@
 
 The input of one trial is ``(channels, samples)`` high-gamma amplitude around the
 consonant-vowel transition (85 electrodes x 258 samples for the paper's subject 1). It is
-standardised per feature by a :class:`keras.layers.Normalization` layer whose statistics are part
-of the weights (the task fills them from the training rows before the first step, the paper
-centres the data on the training mean), flattened, and classified into 57 consonant-vowel
+flattened, standardised per feature by a :class:`Standardize` layer whose statistics are part of
+the weights (the task fills them from the training rows before the first step; the paper
+centres the data on the training mean), and classified into 57 consonant-vowel
 syllables. ``ecog_mlp`` has zero to three hidden layers (the paper's search range; its best
 networks had one or two tanh layers); ``ecog_logreg`` is the paper's baseline, multinomial logistic
 regression with the same input dropout and weight decay.
@@ -21,12 +21,30 @@ ACTIVATIONS = ("tanh", "relu", "sigmoid")
 MAX_HIDDEN_LAYERS = 3
 
 
+@keras.saving.register_keras_serializable(package="modelzoo.ecog")
+class Standardize(keras.layers.Layer):
+    """``(x - mean) / sqrt(variance)`` per feature, the statistics held as non-trainable weights
+    and read at every call. (Keras' ``Normalization`` caches its statistics when adapted or
+    loaded through Keras, so weights assigned by variable path, as the zoo's pretrained loader
+    does, would be ignored.) Identity until the statistics are set."""
+
+    def build(self, input_shape: tuple) -> None:
+        features = (input_shape[-1],)
+        self.mean = self.add_weight(shape=features, initializer="zeros", trainable=False,
+                                    name="mean")
+        self.variance = self.add_weight(shape=features, initializer="ones", trainable=False,
+                                        name="variance")
+
+    def call(self, inputs):
+        scale = keras.ops.rsqrt(keras.ops.maximum(self.variance, keras.config.epsilon()))
+        return (inputs - self.mean) * scale
+
+
 def _standardized_input(n_channels: int, n_samples: int) -> tuple[keras.KerasTensor,
                                                                    keras.KerasTensor]:
     inputs = keras.Input(shape=(n_channels, n_samples), name="high_gamma")
     x = keras.layers.Flatten(name="flatten")(inputs)
-    # Identity until the task assigns the training rows' mean and variance.
-    x = keras.layers.Normalization(axis=-1, name="standardize")(x)
+    x = Standardize(name="standardize")(x)
     return inputs, x
 
 

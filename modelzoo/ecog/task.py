@@ -71,11 +71,10 @@ def feature_moments(view: RowView, trials: ECoGTrials, block_rows: int = 256
 
 def set_standardization(model: keras.Model, mean: np.ndarray, variance: np.ndarray) -> None:
     """Put the training rows' statistics into the model's ``standardize`` layer (part of its
-    weights), before anything is traced."""
+    weights)."""
     layer = model.get_layer("standardize")
-    layer.adapt_mean.assign(mean.astype(np.float32))
-    layer.adapt_variance.assign(variance.astype(np.float32))
-    layer.finalize_state()
+    layer.mean.assign(mean.astype(np.float32))
+    layer.variance.assign(variance.astype(np.float32))
 
 
 class _Standardize(keras.callbacks.Callback):
