@@ -195,6 +195,19 @@ def _assign(model: keras.Model, path: Path) -> None:
                 "the weights belong to another configuration")
     for var_path, (_, var) in variables.items():
         var.assign(stored[var_path][1].astype(np.float32))
+    # As Keras's own loading does: layers that derive state from their variables (Normalization's
+    # mean and variance from its adapted statistics) rebuild it now.
+    for layer in _all_layers(model):
+        if hasattr(layer, "finalize_state"):  # input layers have none
+            layer.finalize_state()
+
+
+def _all_layers(model) -> list:
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found
 
 
 def build_pretrained(name: str, weights: str, config: dict[str, Any]) -> keras.Model:

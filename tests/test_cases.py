@@ -320,3 +320,22 @@ def test_a_wheel_installed_elsewhere_loads_every_default_entry(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == sorted(
         {e["model"] for e in pretrained.load_manifest().values()})
+
+
+def test_layers_that_derive_state_from_their_variables_rebuild_it_on_loading(tmp_path):
+    import keras
+
+    def normalized(data):
+        inputs = keras.Input((3,))
+        norm = keras.layers.Normalization(name="norm")
+        norm.adapt(data)
+        return keras.Model(inputs, keras.layers.Dense(1, name="out")(norm(inputs)))
+
+    trained = normalized(np.array([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]]))
+    pretrained.write_compact(trained, tmp_path / "norm.float16.h5")
+    fresh = normalized(np.zeros((2, 3)))
+    modelzoo.load_weights(fresh, tmp_path / "norm.float16.h5")
+    np.testing.assert_allclose(np.asarray(fresh.get_layer("norm").mean), [[2.0, 3.0, 4.0]])
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_allclose(fresh.predict(x, verbose=0), trained.predict(x, verbose=0),
+                               rtol=1e-2)
