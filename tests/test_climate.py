@@ -497,3 +497,20 @@ def test_detector_finds_synthetic_storms(tmp_path):
     metrics = training.evaluate(result.run_dir, test, output_dir=str(tmp_path / "eval"))
     assert metrics["map_5"] > 0.1 and metrics["map_1"] > metrics["map_5"], metrics
     assert (tmp_path / "eval" / "detections.png").exists()
+
+
+def test_data_command_writes_images_and_patches(tmp_path, capsys):
+    from modelzoo.cli import main
+
+    images, patches = str(tmp_path / "i.h5"), str(tmp_path / "p.h5")
+    assert main(["data", "climate", "images", "--output", images, "--images", "4", "--height",
+                 "32", "--width", "48", "--lat-range", "0", "60", "--lon-range", "140", "260",
+                 "--labelled-fraction", "0.5", "--seed", "1"]) == 0
+    assert "wrote 4 images" in capsys.readouterr().err
+    assert open_extreme_weather(images).labelled((0, 4)).sum() == 2
+    assert main(["data", "climate", "patches", "--images", images, "--output", patches,
+                 "--event", "weather_front", "--patch-size", "8", "16"]) == 0
+    assert open_patches(patches).patch_shape == (8, 16, 3)
+    assert main(["data", "climate", "patches", "--images", images, "--output", patches,
+                 "--event", "atmospheric_river"]) == 2  # 148 x 224 does not fit: one line
+    assert "does not fit" in capsys.readouterr().err

@@ -21,9 +21,9 @@ pixels wide on small grids), with planted extreme-weather events and their boxes
 Boxes follow the convention of :mod:`modelzoo.climate.boxes` (ymin, xmin, ymax, xmax, class in
 pixels; rows along latitude, ascending from the south as in CAM5 files). Unlabelled images (a
 chosen fraction) carry -1 rows only, like the unlabelled part of ExtremeWeather. The land mask
-(``land_mask``, H x W) is written as an extra dataset; readers ignore it unless a patch asks for
-``LANDFRAC``. Image ``i`` depends only on ``(seed, i)``: any number of processes writes the same
-file.
+(``land_mask``, H x W; the same planet in every file) is written as an extra dataset; readers
+ignore it unless a patch asks for ``LANDFRAC``. Image ``i`` depends only on ``(seed, i)``: any
+number of processes writes the same file.
 """
 
 from __future__ import annotations
@@ -115,10 +115,11 @@ def smooth_noise(rng: np.random.Generator, grid: Grid, modes: int = 12,
     return field / (field.std() + 1e-12)
 
 
-def land_mask(seed: int, grid: Grid) -> np.ndarray:
-    """A fixed land/sea mask of the file (about 30% land), 1 on land."""
-    noise = smooth_noise(np.random.default_rng([seed, 2**31 - 1]), grid, modes=20,
-                         max_wavenumber=4)
+def land_mask(grid: Grid) -> np.ndarray:
+    """The synthetic planet's land/sea mask on ``grid`` (about 30% land), 1 on land: the same in
+    every file, as the Earth's is (a classifier given the mask, as Liu et al.'s atmospheric-river
+    network is, may learn where land lies)."""
+    noise = smooth_noise(np.random.default_rng(2**31 - 1), grid, modes=20, max_wavenumber=4)
     return (noise > np.quantile(noise, 0.7)).astype(np.float32)
 
 
@@ -411,7 +412,7 @@ def generate_extreme_weather(
     if not (-90 <= grid.lat_range[0] < grid.lat_range[1] <= 90 and grid.dlon > 0):
         raise ConfigError(f"bad domain: lat_range {lat_range}, lon_range {lon_range}")
     start = time.perf_counter()
-    land = land_mask(seed, grid)
+    land = land_mask(grid)
     chosen = np.zeros(n_images, bool)
     chosen[np.random.default_rng([seed, 1]).permutation(n_images)[
         : int(round(labelled_fraction * n_images))]] = True
