@@ -98,7 +98,7 @@ def test_declared_space_or_a_space_file(tmp_path):
 
 # ----------------------------------------------------------------------------- a real search
 
-TRIALS, EPOCHS = 4, 5
+TRIALS, EPOCHS = 3, 4
 
 
 def _tune_command(data: Path, output: Path, space: Path) -> list[str]:
