@@ -61,6 +61,7 @@ from modelzoo.errors import ConfigError
 
 STUDY_FILE = "study.db"
 TRIALS_DIR = "trials"
+MAX_FAILURES_IN_A_ROW = 3
 SPACE_TYPES = ("int", "float", "categorical")
 _CONDITIONS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
                ">": operator.gt, "<": operator.lt}
@@ -340,7 +341,7 @@ def work(args: argparse.Namespace, worker_index: int = 0) -> int:
         seed = args.seed * 1000 + worker_index + 100 * len(study.get_trials(deepcopy=False))
     study = open_study(args, seed)
     storage = study._storage
-    ran = 0
+    ran, failures_in_a_row = 0, 0
     while True:
         with _lock(lock):
             optuna.storages.fail_stale_trials(study)  # dead workers' trials -> retried
@@ -356,12 +357,20 @@ def work(args: argparse.Namespace, worker_index: int = 0) -> int:
                 value = run_trial(args, trial, space, fixed)
             except optuna.TrialPruned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            except Exception:
+            except Exception as err:
+                # A sampled configuration can be impossible (a batch larger than the training
+                # split, a diverging run): that trial fails and the search goes on, unless
+                # trials keep failing, which points at the data or the setup instead.
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                raise
+                failures_in_a_row += 1
+                print(f"tune: worker {worker_index}: trial {trial.number} failed: {err}",
+                      file=sys.stderr, flush=True)
+                if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+                    raise
+                continue
             else:
                 study.tell(trial, value)
-        ran += 1
+        ran, failures_in_a_row = ran + 1, 0
         frozen = study.get_trials(deepcopy=False)[trial.number]
         value = "pruned" if frozen.value is None else f"{args.monitor} {frozen.value:.4g}"
         print(f"tune: worker {worker_index} finished trial {trial.number} ({value}; "
