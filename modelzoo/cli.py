@@ -226,7 +226,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--run", help="run folder written by `modelzoo train` (instead of MODEL "
                    "--weights)")
     p.add_argument("--data", required=True, help="HDF5 file")
-    p.add_argument("--split", default="all", choices=("all", "val", "train"))
+    p.add_argument("--split", default="all",
+                   help="all, train or val (the recipe's split; some tasks add test)")
     p.add_argument("--output", help="where metrics.json and figures go (default: the run "
                    "folder with --run, none otherwise)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -36,7 +36,12 @@ class Datasets:
 class Task:
     """How one kind of problem trains and evaluates. A case's task subclasses this and is named
     in its ``Case.tasks``; recipes refer to it by that name. ``datasets``, ``compile`` and
-    ``evaluate`` are required; the other hooks have defaults."""
+    ``evaluate`` are required; the other hooks have defaults.
+
+    ``tune_monitor`` is the epoch metric ``modelzoo tune`` minimises (a task whose loss carries
+    a regulariser names the metric without it)."""
+
+    tune_monitor: str = "val_loss"
 
     def datasets(
         self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup, seed: int,
@@ -123,6 +128,8 @@ def select_rows(num_rows: int, val_fraction: float, split: str) -> tuple[int, in
     if split == "all":
         return 0, num_rows
     train_rows, val_rows = split_rows(num_rows, val_fraction)
+    if split not in ("train", "val"):
+        raise ConfigError(f"split must be all, train or val for this task, got {split!r}")
     return {"train": train_rows, "val": val_rows}[split]
 
 

@@ -497,7 +497,7 @@ def default_monitor(model: str, recipe: str | None = None) -> str:
     from modelzoo.registry import get_task
     from modelzoo.training import load_recipe
 
-    return getattr(get_task(load_recipe(recipe or model)["task"]), "tune_monitor", "val_loss")
+    return get_task(load_recipe(recipe or model)["task"]).tune_monitor
 
 
 def _worker_command(argv: list[str], index: int) -> list[str]:
