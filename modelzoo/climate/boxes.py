@@ -16,7 +16,7 @@ that cell is ``(1, ty, tx, th, tw, class)`` with ``ty, tx`` the centre's offset 
 in cell units ([0, 1)) and ``th, tw`` the box size in cell units. Decoding inverts this
 exactly. When two boxes share a cell, the larger one is kept (YOLO v1 has one box per cell).
 
-The detector's ``detection`` output has, per cell, ``GRID_CHANNELS`` = 6 + classes channels:
+The detector's ``detection`` output has, per cell, 6 + classes channels:
 ``ty, tx, th, tw`` (box), ``p(no object), p(object)``, then the class probabilities.
 """
 
@@ -31,7 +31,6 @@ MAX_BOXES = 15
 BOX = slice(0, 4)
 OBJECTNESS = 4  # channel of p(no object); p(object) follows
 CLASSES = 6
-GRID_CHANNELS = 6
 TARGET_CHANNELS = 7  # has_object, ty, tx, th, tw, class, labelled
 
 

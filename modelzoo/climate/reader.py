@@ -23,7 +23,7 @@ import numpy as np
 
 from modelzoo.climate.boxes import BOX_ORDERS, CLASS_NAMES, reorder_boxes
 from modelzoo.errors import ConfigError
-from modelzoo.hdf5 import DataError, Field, H5Source, stream
+from modelzoo.hdf5 import DataError, Field, H5Source
 
 # The published channel order (dataset page; its "Z100" is "Z1000" in hur-detect's code).
 CHANNELS = ("PRECT", "PS", "PSL", "QREFHT", "T200", "T500", "TMQ", "TREFHT", "TS", "U850",
@@ -139,11 +139,6 @@ class ExtremeWeatherImages:
     def labelled(self, rows: tuple[int, int]) -> np.ndarray:
         """Which images of ``rows`` carry boxes (the others are unlabelled)."""
         return (self.boxes(rows)[..., 4] >= 0).any(axis=1)
-
-    def dataset(self, rows: tuple[int, int], batch_size: int, to_example=None, **stream_args):
-        """tf.data batches of ``to_example(block)`` (default: fields only) over ``rows``."""
-        return stream(self.source, to_example or (lambda b: (self.fields(b),)), rows=rows,
-                      batch_size=batch_size, block_rows=self.block_rows, **stream_args)
 
     @property
     def block_rows(self) -> int:
