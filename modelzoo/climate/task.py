@@ -253,8 +253,10 @@ class ClimateDetection(Task):
         h, w, _ = images.image_shape
         cell = int(data_cfg["grid_cell"])
         if cell < 1 or h % cell or w % cell:
-            raise ConfigError(f"{path}: images of {h} x {w} pixels do not divide into "
-                              f"data.grid_cell={cell} cells; the cell is 2 ** (encoder layers)")
+            raise ConfigError(
+                f"{path}: images of {h} x {w} pixels do not divide into data.grid_cell={cell} "
+                "cells; the cell is 2 ** (stride-2 encoder layers): set both, e.g. --set "
+                "data.grid_cell=8 --model-config 'filters=[16,32,64]'")
         return images
 
     def model_config(self, path: str, data_cfg: dict) -> dict[str, Any]:
