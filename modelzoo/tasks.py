@@ -155,24 +155,26 @@ def steps_per_epoch(num_train: int, batch_size: int, group: ProcessGroup, path: 
 def split_streams(
     source: H5Source, to_example, train_rows: tuple[int, int], val_rows: tuple[int, int], *,
     batch_size: int, group: ProcessGroup, seed: int, first_epoch: int, shuffle: bool, path: str,
-    noun: str,
+    noun: str, block_rows: int = 512,
 ) -> Datasets:
     """This rank's training stream (repeating, equal steps on every rank, reshuffled per epoch
     from ``seed`` and the epoch) and validation stream over its shards of the two row ranges.
 
     ``shuffle=False`` reads every shard in file order (reproducible comparisons, e.g. N ranks at
-    batch B against one process at batch N*B on the same rows)."""
+    batch B against one process at batch N*B on the same rows). ``block_rows``: rows per read
+    (fewer for large rows: a published ExtremeWeather image is 57 MB)."""
     num_train = train_rows[1] - train_rows[0]
     steps = steps_per_epoch(num_train, batch_size, group, path, noun)
     train = stream(
         source, to_example, rows=shard_rows(train_rows, group), batch_size=batch_size,
         shuffle=shuffle, seed=seed + group.rank, repeat=True, drop_remainder=True,
-        first_epoch=first_epoch, steps_per_epoch=steps,
+        first_epoch=first_epoch, steps_per_epoch=steps, block_rows=block_rows,
     )
     validation, validation_steps = None, None
     val_shard = shard_rows(val_rows, group)
     if val_shard[1] > val_shard[0]:
-        validation = stream(source, to_example, rows=val_shard, batch_size=batch_size)
+        validation = stream(source, to_example, rows=val_shard, batch_size=batch_size,
+                            block_rows=block_rows)
         validation_steps = -(-(val_shard[1] - val_shard[0]) // batch_size)
     return Datasets(train, steps, validation, num_train, val_rows[1] - val_rows[0],
                     validation_steps)

@@ -31,43 +31,18 @@ from modelzoo.climate.reader import (
 )
 from modelzoo.distributed import ProcessGroup
 from modelzoo.errors import ConfigError
-from modelzoo.hdf5 import H5Source, stream
+from modelzoo.hdf5 import stream
 from modelzoo.tasks import (
     Datasets,
     Task,
     gather_shards,
     select_rows,
-    shard_rows,
     split_rows,
-    steps_per_epoch,
+    split_streams,
 )
 
 IOU_THRESHOLDS = (0.5, 0.1)
 _FIGURE_SCORE = 0.3  # predicted boxes drawn in the figure
-
-
-def _streams(source: H5Source, to_example, train_rows: tuple[int, int],
-             val_rows: tuple[int, int], *, batch_size: int, group: ProcessGroup, seed: int,
-             first_epoch: int, block_rows: int, path: str, noun: str, shape=None) -> Datasets:
-    """Per-rank training (repeating, reshuffled per epoch) and validation streams, read in
-    blocks of ``block_rows`` (a published ExtremeWeather image is 57 MB); ``shape`` maps each
-    batch to the model's (inputs, targets) structure."""
-    num_train = train_rows[1] - train_rows[0]
-    steps = steps_per_epoch(num_train, batch_size, group, path, noun)
-    train = stream(source, to_example, rows=shard_rows(train_rows, group), batch_size=batch_size,
-                   shuffle=True, seed=seed + group.rank, repeat=True, drop_remainder=True,
-                   first_epoch=first_epoch, steps_per_epoch=steps, block_rows=block_rows)
-    validation, validation_steps = None, None
-    val_shard = shard_rows(val_rows, group)
-    if val_shard[1] > val_shard[0]:
-        validation = stream(source, to_example, rows=val_shard, batch_size=batch_size,
-                            block_rows=block_rows)
-        validation_steps = -(-(val_shard[1] - val_shard[0]) // batch_size)
-    if shape is not None:
-        train = train.map(shape)
-        validation = validation.map(shape) if validation is not None else None
-    return Datasets(train, steps, validation, num_train, val_rows[1] - val_rows[0],
-                    validation_steps)
 
 
 def _check_input(model: keras.Model, shape: tuple[int, int, int], path: str) -> None:
@@ -105,9 +80,10 @@ class ClimatePatchClassification(Task):
         patches = open_patches(path)
         self.shape = patches.patch_shape
         train_rows, val_rows = split_rows(patches.num_patches, data_cfg["val_fraction"])
-        return _streams(patches.source, patches.to_example, train_rows, val_rows,
-                        batch_size=batch_size, group=group, seed=seed, first_epoch=first_epoch,
-                        block_rows=patches.block_rows, path=path, noun="patches")
+        return split_streams(patches.source, patches.to_example, train_rows, val_rows,
+                             batch_size=batch_size, group=group, seed=seed,
+                             first_epoch=first_epoch, shuffle=True, path=path, noun="patches",
+                             block_rows=patches.block_rows)
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                 cfg: dict) -> None:
@@ -272,10 +248,18 @@ class ClimateDetection(Task):
             return images.fields(block), encode_targets(images.boxes_of(block), self.shape,
                                                         self.cell)
 
-        return _streams(images.source, to_example, train_rows, val_rows, batch_size=batch_size,
-                        group=group, seed=seed, first_epoch=first_epoch,
-                        block_rows=images.block_rows, path=path, noun="images",
-                        shape=lambda x, t: (x, {"detection": t, "reconstruction": x}))
+        streams = split_streams(images.source, to_example, train_rows, val_rows,
+                                batch_size=batch_size, group=group, seed=seed,
+                                first_epoch=first_epoch, shuffle=True, path=path, noun="images",
+                                block_rows=images.block_rows)
+
+        def as_outputs(x, targets):  # the model's two heads: detection and reconstruction
+            return x, {"detection": targets, "reconstruction": x}
+
+        streams.train = streams.train.map(as_outputs)
+        if streams.validation is not None:
+            streams.validation = streams.validation.map(as_outputs)
+        return streams
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                 cfg: dict) -> None:
