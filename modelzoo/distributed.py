@@ -354,6 +354,38 @@ def sync_initial_state(model: keras.Model, group: ProcessGroup) -> None:
                 var.assign(state + np.array([group.rank * _RANK_SEED_STRIDE, 0], state.dtype))
 
 
+def average_non_trainable(model: keras.Model, group: ProcessGroup, name: str = "state") -> int:
+    """Average the model's non-trainable float variables over the ranks; returns how many.
+
+    Gradients keep the trainable weights identical on every rank, but batch normalisation's
+    moving mean and variance follow each rank's own batches: without this, the weights saved by
+    rank 0 would carry rank 0's statistics alone, and ranks would evaluate differently. Variables
+    that are already identical everywhere (a fitted prior, adapted normalisation) are unchanged.
+    """
+    variables = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+    if group.hvd is None or not variables:
+        return 0
+    import tensorflow as tf
+
+    averaged = group.hvd.grouped_allreduce([tf.convert_to_tensor(v) for v in variables],
+                                           op=group.hvd.Average, name=name)
+    for variable, value in zip(variables, averaged, strict=True):
+        variable.assign(value)
+    return len(variables)
+
+
+class AverageState(keras.callbacks.Callback):
+    """At every epoch end, before anything is checkpointed or validated on the next epoch, the
+    model's non-trainable state (batch-norm statistics) becomes the mean over ranks."""
+
+    def __init__(self, group: ProcessGroup) -> None:
+        super().__init__()
+        self.group = group
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        average_non_trainable(self.model, self.group, name=f"state_{epoch}")
+
+
 class AverageMetrics(keras.callbacks.Callback):
     """Replace each epoch's logged metrics by their mean over ranks, in place, so the callbacks
     after it (checkpointing, CSV, TensorBoard, early stopping) see the same numbers everywhere."""

@@ -396,7 +396,8 @@ def train(
 
     epochs = int(train_cfg["epochs"])
     throughput = _Throughput(datasets.steps_per_epoch * batch_size * group.size)
-    all_callbacks: list[keras.callbacks.Callback] = [distributed.AverageMetrics(group), throughput]
+    all_callbacks: list[keras.callbacks.Callback] = [
+        distributed.AverageState(group), distributed.AverageMetrics(group), throughput]
     if group.is_root:
         os.makedirs(run_dir, exist_ok=True)
         _write_json(os.path.join(run_dir, CONFIG_FILE), {**cfg, "data_file": os.path.abspath(data),

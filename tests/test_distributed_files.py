@@ -93,6 +93,15 @@ def test_four_ranks_train_refit_the_prior_and_evaluate_identically(stamp_file, t
     assert json.loads((tmp_path / "run" / "finalize.json").read_text())["draws"] == 2 * 96
 
 
+def test_batch_norm_statistics_are_the_same_on_every_rank(tmp_path):
+    # Each rank updates its moving mean and variance from its own batches; the training path
+    # averages them over the ranks at every epoch end.
+    data = Path(_toy_lhc(tmp_path / "toy.h5", n=96))
+    for report in _launch("batchnorm", 2, data, tmp_path / "out", tmp_path / "run"):
+        assert report["moving_mean_moved"] > 0.0
+        assert report["max_weight_diff_between_ranks"] < 1e-6, report
+
+
 def test_a_launcher_horovod_cannot_join_stops_the_job():
     # mpirun or srun starting the Gloo-only build: each process would train alone as rank 0.
     probe = subprocess.run(

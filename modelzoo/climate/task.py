@@ -282,17 +282,6 @@ class ClimateDetection(Task):
                           "reconstruction": float(weights["reconstruction_weight"])},
         )
 
-    def finalize(self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup,
-                 seed: int) -> dict[str, float]:
-        """Average the batch-norm moving statistics over the ranks: each rank updated them from
-        its own batches, and the saved model must be the same whichever rank wrote it."""
-        averaged = 0
-        for variable in model.non_trainable_variables:
-            total = group.allreduce_sum(np.asarray(variable), name=f"bn_{averaged}")
-            variable.assign((total / group.size).astype(np.float32))
-            averaged += 1
-        return {"moving_statistics_averaged_over_ranks": averaged} if group.size > 1 else {}
-
     def detect(self, model: keras.Model, images: ExtremeWeatherImages, rows: tuple[int, int],
                data_cfg: dict, group: ProcessGroup, batch_size: int = 8) -> dict[str, np.ndarray]:
         """Detections (n, k, 6; -1 padded), ground truth (n, rows, 5) and each image's

@@ -4,6 +4,9 @@
 datasets, then one epoch of the training stream) with ``MODELZOO_COUNT_READS=1`` and reports the
 bytes this rank read from the file at start-up and after the epoch.
 
+``batchnorm``: trains a small lhc_cnn (batch normalisation) and reports the largest difference
+of all its weights, moving statistics included, between ranks.
+
 ``galaxy``: trains a small galaxy_vae with a mixture prior refitted before the last epoch and
 after training, evaluates it against the baseline, and reports the largest difference of the
 final weights (prior included) between ranks.
@@ -55,16 +58,28 @@ def galaxy(args: argparse.Namespace, group: distributed.ProcessGroup) -> dict:
             "fraction_vae_better": metrics["fraction_vae_better"]}
 
 
+def batchnorm(args: argparse.Namespace, group: distributed.ProcessGroup) -> dict:
+    result = training.train(
+        "lhc_cnn", args.data, run_dir=args.run_dir, verbose=0,
+        model_config={"filters": 4, "dense_units": 8},
+        overrides={"train.epochs": 1, "train.batch_size": 8, "data.val_fraction": 0.25})
+    flat = np.concatenate([np.ravel(w) for w in result.model.get_weights()]).astype(np.float64)
+    every_rank = group.allgather(flat[None, :], name="final_weights")
+    moving = np.asarray(result.model.get_layer("bn1").moving_mean)
+    return {"max_weight_diff_between_ranks": float(np.abs(every_rank - every_rank[0]).max()),
+            "moving_mean_moved": float(np.abs(moving).max())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=("reads", "galaxy"))
+    p.add_argument("mode", choices=("reads", "galaxy", "batchnorm"))
     p.add_argument("--data", required=True)
     p.add_argument("--run-dir")
     p.add_argument("--out", required=True, help="folder for rank<r>.json")
     args = p.parse_args()
     group = distributed.init()
-    report = {"rank": group.rank, "size": group.size,
-              **(reads if args.mode == "reads" else galaxy)(args, group)}
+    modes = {"reads": reads, "galaxy": galaxy, "batchnorm": batchnorm}
+    report = {"rank": group.rank, "size": group.size, **modes[args.mode](args, group)}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"rank{group.rank}.json"), "w") as fh:
         json.dump(report, fh)
