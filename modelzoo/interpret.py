@@ -234,7 +234,9 @@ def saliency(
     ``target``: an int is that output unit (a class score); ``"sum"`` is the sum of all outputs
     (for an autoencoder: how each input pixel moves the whole reconstruction, seed figure 9);
     ``None`` is ``"sum"`` for a model whose output has the input's shape and the predicted
-    class's score otherwise. For a linear model y = w.x the saliency is w.
+    class's score otherwise. For a linear model y = w.x the saliency is w. A class score is
+    taken before a final softmax, as Simonyan et al. do: a confident softmax output is flat in
+    its input, and its gradient would show nothing.
 
     With ``path``, the first ``max_panels`` inputs are drawn above their absolute saliency.
     """
@@ -242,32 +244,43 @@ def saliency(
 
     inputs = np.asarray(inputs, np.float32)
     grads = []
-    for start in range(0, len(inputs), batch_size):
-        x = tf.convert_to_tensor(inputs[start:start + batch_size])
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            out = _pick_output(model(x, training=False))
-            out = tf.reshape(out, (tf.shape(out)[0], -1))
-            if target is None:
-                auto = "sum" if tuple(out.shape[1:]) == (int(np.prod(inputs.shape[1:])),) \
-                    else "argmax"
-            else:
-                auto = target
-            if auto == "sum":
-                score = tf.reduce_sum(out, axis=1)
-            elif auto == "argmax":
-                score = tf.reduce_max(out, axis=1)
-            elif isinstance(auto, (int, np.integer)) or str(auto).isdigit():
-                index = int(auto)
-                if not 0 <= index < out.shape[1]:
-                    raise ConfigError(f"saliency target {index} outside the model's "
-                                      f"{out.shape[1]} outputs")
-                score = out[:, index]
-            else:
-                raise ConfigError(f"saliency target must be an output index, 'sum' or None, "
-                                  f"got {target!r}")
-            total = tf.reduce_sum(score)  # samples are independent: one backward pass
-        grads.append(tape.gradient(total, x).numpy())
+    import keras
+
+    last = model.layers[-1]
+    swapped = (target != "sum"
+               and getattr(getattr(last, "activation", None), "__name__", "") == "softmax")
+    if swapped:
+        last.activation = keras.activations.linear
+    try:
+        for start in range(0, len(inputs), batch_size):
+            x = tf.convert_to_tensor(inputs[start:start + batch_size])
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = _pick_output(model(x, training=False))
+                out = tf.reshape(out, (tf.shape(out)[0], -1))
+                if target is None:
+                    auto = "sum" if tuple(out.shape[1:]) == (int(np.prod(inputs.shape[1:])),) \
+                        else "argmax"
+                else:
+                    auto = target
+                if auto == "sum":
+                    score = tf.reduce_sum(out, axis=1)
+                elif auto == "argmax":
+                    score = tf.reduce_max(out, axis=1)
+                elif isinstance(auto, (int, np.integer)) or str(auto).isdigit():
+                    index = int(auto)
+                    if not 0 <= index < out.shape[1]:
+                        raise ConfigError(f"saliency target {index} outside the model's "
+                                          f"{out.shape[1]} outputs")
+                    score = out[:, index]
+                else:
+                    raise ConfigError(f"saliency target must be an output index, 'sum' or None, "
+                                      f"got {target!r}")
+                total = tf.reduce_sum(score)  # samples are independent: one backward pass
+            grads.append(tape.gradient(total, x).numpy())
+    finally:
+        if swapped:
+            last.activation = keras.activations.softmax
     result = np.concatenate(grads) if grads else np.zeros_like(inputs)
     if path is not None:
         _pairs(inputs[:max_panels], np.abs(result[:max_panels]), Path(path),
@@ -370,17 +383,13 @@ def run(args) -> int:
     """``modelzoo explain``: loads the model and the first ``--rows`` inputs of ``--data``
     through the model's task (its ``inputs(path, data_cfg, rows)`` hook), writes
     ``<method>.png`` and ``<method>.npz`` into ``--output`` and prints where."""
-    import modelzoo
     from modelzoo.registry import get_task
-    from modelzoo.training import load_recipe
+    from modelzoo.training import load_model
 
-    recipe = load_recipe(args.model)
-    task = get_task(recipe["task"])
-    if not hasattr(task, "inputs"):
-        raise ConfigError(f"{args.model}: its task {recipe['task']!r} cannot read inputs for "
-                          "explain (it has no inputs(path, data_cfg, rows) hook)")
-    batch = task.inputs(args.data, recipe.get("data", {}), (0, args.rows))
-    model = modelzoo.get(args.model, weights=args.weights)
+    # The recipe that goes with the weights: a run folder's own, a shipped entry's, else the
+    # model's default.
+    model, recipe = load_model(args.model, args.weights)
+    batch = get_task(recipe["task"]).inputs(args.data, recipe.get("data", {}), (0, args.rows))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"{args.method}.png"

@@ -269,6 +269,23 @@ def test_saliency_of_a_linear_model_is_its_weights(tmp_path):
         interpret.saliency(model, x, target=3)
 
 
+def test_saliency_of_a_class_is_taken_before_the_softmax():
+    # A confident softmax is flat in its input; the class score before it is w_c . x.
+    import keras
+
+    from modelzoo import interpret
+
+    inputs = keras.Input((4,))
+    last = keras.layers.Dense(2, activation="softmax", name="out")
+    model = keras.Model(inputs, last(inputs))
+    kernel = np.array([[30.0, -30.0], [1.0, 2.0], [0.0, 5.0], [-4.0, 4.0]], np.float32)
+    last.set_weights([kernel, np.zeros(2, np.float32)])
+    x = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)  # p(class 0) = 1 - 1e-26
+    np.testing.assert_allclose(interpret.saliency(model, x, target=0)[0], kernel[:, 0])
+    assert last.activation is keras.activations.softmax  # restored
+    np.testing.assert_allclose(model.predict(x, verbose=0)[0], [1.0, 0.0], atol=1e-6)
+
+
 def test_embedding_gives_one_point_per_sample_and_separates_classes(tmp_path):
     from modelzoo import interpret
 
