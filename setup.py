@@ -29,9 +29,12 @@ setup(
         "pyyaml>=6.0",
         "scikit-learn>=1.4",
         "matplotlib>=3.8",
+        "threadpoolctl>=3.1",
     ],
     extras_require={
-        "science": ["pythia8mc>=8.317", "galsim>=2.8"],
+        # Field libraries of the synthetic data generators, CF-netCDF input, the search.
+        "science": ["pythia8mc>=8.317", "galsim>=2.8", "pyccl>=3.3", "xarray>=2026.9",
+                    "netCDF4>=1.7", "optuna>=5.0"],
         "horovod": ["horovod==0.28.1"],
         "dev": ["pytest>=8", "pytest-timeout", "ruff", "nbmake", "ipykernel", "nbformat"],
     },
