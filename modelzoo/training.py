@@ -8,9 +8,10 @@ A run is a folder::
     checkpoints/           epoch-NNNN/{model.weights.h5, optimizer.npz, state.json}, latest.json
     tensorboard/           TensorBoard logs
 
-Recipes are YAML files (``modelzoo/configs/<name>.yaml``, the MLPerf CosmoFlow convention) with
-sections ``task``, ``model``, ``data``, ``optimizer``, ``lr_schedule`` and ``train``; any key can
-be overridden. Re-running ``train`` on a folder with checkpoints resumes from the latest one and
+Recipes are YAML files (``modelzoo/<case>/recipes/<model>.yaml``, the MLPerf CosmoFlow
+convention) with sections ``task``, ``model``, ``data``, ``optimizer``, ``lr_schedule`` and
+``train`` (a case may add its own, e.g. ``loss``); any key the recipe has can be overridden, and
+a key it does not have is refused with the valid ones listed. Re-running ``train`` on a folder with checkpoints resumes from the latest one and
 continues to the requested final epoch.
 """
 
