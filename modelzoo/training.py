@@ -11,8 +11,8 @@ A run is a folder::
 Recipes are YAML files (``modelzoo/<case>/recipes/<model>.yaml``, the MLPerf CosmoFlow
 convention) with sections ``task``, ``model``, ``data``, ``optimizer``, ``lr_schedule`` and
 ``train`` (a case may add its own, e.g. ``loss``); any key the recipe has can be overridden, and
-a key it does not have is refused with the valid ones listed. Re-running ``train`` on a folder with checkpoints resumes from the latest one and
-continues to the requested final epoch.
+a key it does not have is refused with the valid ones listed. Re-running ``train`` on a folder
+with checkpoints resumes from the latest one and continues to the requested final epoch.
 """
 
 from __future__ import annotations
