@@ -339,3 +339,19 @@ def test_layers_that_derive_state_from_their_variables_rebuild_it_on_loading(tmp
     x = np.ones((1, 3), np.float32)
     np.testing.assert_allclose(fresh.predict(x, verbose=0), trained.predict(x, verbose=0),
                                rtol=1e-2)
+
+
+@pytest.mark.slow
+def test_make_demo_runs_end_to_end(tmp_path):
+    """The README's first command, as written, on fewer events."""
+    demo = tmp_path / "demo"
+    out = _run(["make", "demo", f"DEMO={demo}", "DEMO_EVENTS=100"], cwd=REPO, timeout=900)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert f"demo outputs: {demo}/shipped" in out.stdout
+    metrics = json.loads((demo / "shipped" / "metrics.json").read_text())
+    assert metrics["events"] == 200 and metrics["signal_events"] == 100
+    assert {"selection_tpr", "cnn_tpr_at_selection_fpr", "auc_weighted"} <= set(metrics)
+    assert (demo / "shipped" / "roc.png").stat().st_size > 0
+    assert (demo / "lhc_cnn" / "model.weights.h5").exists()
+    with h5py.File(demo / "scores.h5") as f:
+        assert f["signal_score"].shape == (200,)
