@@ -3,14 +3,8 @@ identical weights (launch helpers shared with tests/test_distributed.py)."""
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
-from test_distributed import HOROVODRUN, _needs_horovod, _run  # noqa: F401
-
-WORKER = Path(__file__).resolve().parent / "distributed_workers" / "climate_worker.py"
+from test_distributed import _needs_horovod, train_models  # noqa: F401  (autouse skip)
 
 
 @pytest.mark.slow
@@ -23,13 +17,14 @@ def test_two_ranks_train_climate_models_to_identical_weights(tmp_path):
                                       labelled_fraction=0.5, progress=False, **region)
     patches = extract_patches(images, tmp_path / "patches.h5", event="weather_front",
                               patch_size=(12, 16), progress=False)
-    out = tmp_path / "out"
-    command = [HOROVODRUN, "--gloo", "-np", "2", "-H", "localhost:2", sys.executable,
-               str(WORKER), "--patches", patches, "--images", images, "--run-dir",
-               str(tmp_path / "runs"), "--out", str(out)]
-    code, output, _ = _run(command, out)
-    assert code == 0, output[-6000:]
-    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    reports = train_models([
+        {"model": "climate_patch_cnn", "data": patches,
+         "overrides": {"train.epochs": 1, "train.batch_size": 4}},
+        {"model": "climate_detector", "data": images,
+         "overrides": {"train.epochs": 1, "train.batch_size": 2, "data.grid_cell": 8,
+                       "loss.reconstruction_weight": 1.0},
+         "config": {"filters": [8, 8, 8]}},
+    ], tmp_path)
     for report in reports:
         assert report["size"] == 2
         for model in ("climate_patch_cnn", "climate_detector"):

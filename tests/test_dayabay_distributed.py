@@ -3,14 +3,8 @@ weights (launch helpers shared with tests/test_distributed.py)."""
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
-from test_distributed import HOROVODRUN, _needs_horovod, _run  # noqa: F401
-
-WORKER = Path(__file__).resolve().parent / "distributed_workers" / "dayabay_worker.py"
+from test_distributed import _needs_horovod, train_models  # noqa: F401  (autouse skip)
 
 
 @pytest.mark.slow
@@ -20,13 +14,10 @@ def test_two_ranks_train_dayabay_models_to_identical_weights(tmp_path):
     data = tmp_path / "pairs.h5"
     generate_dayabay(data, n_ibd=160, n_accidental=160, n_muon=40, n_flasher=40, seed=5,
                      progress=False)
-    out = tmp_path / "out"
-    command = [HOROVODRUN, "--gloo", "-np", "2", "-H", "localhost:2", sys.executable,
-               str(WORKER), "--data", str(data), "--run-dir", str(tmp_path / "runs"),
-               "--out", str(out)]
-    code, output, _ = _run(command, out)
-    assert code == 0, output[-6000:]
-    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    quick = {"train.epochs": 1, "train.batch_size": 32}
+    reports = train_models([
+        {"model": model, "data": str(data), "overrides": quick, "config": {"filters": 8}}
+        for model in ("dayabay_dae", "dayabay_cnn")], tmp_path)
     for report in reports:
         assert report["size"] == 2
         for model in ("dayabay_dae", "dayabay_cnn"):
