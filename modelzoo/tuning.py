@@ -347,6 +347,11 @@ def work(args: argparse.Namespace, worker_index: int = 0) -> int:
             optuna.storages.fail_stale_trials(study)  # dead workers' trials -> retried
             finished, active = _counts(study)
             trial = study.ask() if active < args.trials else None
+            if trial is not None:
+                # Before the lock is released: a worker killed between taking a trial and its
+                # first heartbeat would otherwise leave a RUNNING trial that never goes stale,
+                # and the resumed search would wait for it forever.
+                storage.record_heartbeat(trial._trial_id)
         if trial is None:
             if finished >= args.trials:
                 return ran
