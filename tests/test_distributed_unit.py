@@ -230,7 +230,7 @@ def _epochs_on_disk(run_dir: Path) -> list[str]:
 
 def test_checkpoints_keep_the_newest_and_never_the_one_just_written(tmp_path):
     model = _compiled_model()
-    first = training._Checkpoint(str(tmp_path), 2, "lhc_cnn", _TINY_CNN)
+    first = training._Checkpoint(str(tmp_path), 2, "lhc_cnn", _TINY_CNN, world_size=1)
     first.set_model(model)
     for epoch in range(5):
         first.on_epoch_end(epoch, {"loss": 1.0})
@@ -239,7 +239,7 @@ def test_checkpoints_keep_the_newest_and_never_the_one_just_written(tmp_path):
 
     # A fresh run in the same folder (--no-resume): its epoch 1 is the newest checkpoint, and
     # the old run's higher epochs go (name order would have deleted epoch 1 instead).
-    again = training._Checkpoint(str(tmp_path), 2, "lhc_cnn", _TINY_CNN)
+    again = training._Checkpoint(str(tmp_path), 2, "lhc_cnn", _TINY_CNN, world_size=1)
     again.set_model(model)
     again.on_epoch_end(0, {"loss": 1.0})
     assert _epochs_on_disk(tmp_path) == ["epoch-0001"]
