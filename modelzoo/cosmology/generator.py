@@ -29,14 +29,11 @@ The HDF5 layout written here is the one :mod:`modelzoo.cosmology.reader` reads: 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
-import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,6 +42,7 @@ import numpy as np
 
 from modelzoo.cosmology.statistics import ARCMIN, mode_ell
 from modelzoo.errors import ConfigError
+from modelzoo.parallel import unordered_results
 
 SPEED_OF_LIGHT_KM_S = 299792.458
 _PROGRESS_SECONDS = 5.0
@@ -252,17 +250,6 @@ def _draw_chunk(task: _Chunk) -> tuple[_Chunk, np.ndarray]:
     return task, np.stack([model.draw(rng) for _ in range(task.count)])
 
 
-@contextlib.contextmanager
-def _results(tasks: list[_Chunk], processes: int) -> Iterator[Iterator]:
-    """Chunks as they finish; the pool forks before the output file is opened."""
-    if processes <= 1 or len(tasks) <= 1:
-        yield (_draw_chunk(t) for t in tasks)
-        return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(min(processes, len(tasks))) as pool:
-        yield pool.imap_unordered(_draw_chunk, tasks, chunksize=1)
-
-
 def generate_mass_maps(
     path: str | os.PathLike,
     *,
@@ -317,7 +304,8 @@ def generate_mass_maps(
     partial = target.with_name(target.name + ".partial")
     done, last = 0, start
     try:
-        with _results(tasks, processes) as results, h5py.File(partial, "w") as handle:
+        with (unordered_results(_draw_chunk, tasks, processes) as results,
+              h5py.File(partial, "w") as handle):
             kappa = handle.create_dataset("kappa", (total, npix, npix), "f4",
                                           chunks=(min(8, total), npix, npix))
             for task, maps in results:

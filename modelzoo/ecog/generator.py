@@ -47,13 +47,10 @@ subject's maps from ``default_rng([subject])``, so the file is the same for any 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +60,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from modelzoo.ecog import phonetics
 from modelzoo.errors import ConfigError
+from modelzoo.parallel import unordered_results
 
 SAMPLE_RATE_HZ = 200.0
 WINDOW_START_S = -0.5
@@ -234,18 +232,6 @@ def balanced_labels(n_trials: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 57]).permutation(labels).astype(np.int32)
 
 
-@contextlib.contextmanager
-def _results(chunks: list[_Chunk], processes: int) -> Iterator[Iterator[tuple[int, np.ndarray]]]:
-    if processes <= 1 or len(chunks) <= 1:
-        yield (_run_chunk(c) for c in chunks)
-        return
-    # fork: workers inherit the imported modules (spawn would re-import TensorFlow through
-    # modelzoo); they only run numpy and scipy. Forked before the output file is opened.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(min(processes, len(chunks))) as pool:
-        yield pool.imap_unordered(_run_chunk, chunks, chunksize=1)
-
-
 def generate_ecog(
     path: str | os.PathLike,
     *,
@@ -296,7 +282,8 @@ def generate_ecog(
     partial = target.with_name(target.name + ".partial")
     done, last_report = 0, start
     try:
-        with _results(chunks, processes) as results, h5py.File(partial, "w") as handle:
+        with (unordered_results(_run_chunk, chunks, processes) as results,
+              h5py.File(partial, "w") as handle):
             x = handle.create_dataset("X", (n_trials, n_channels, n_samples), np.float32,
                                       chunks=(min(64, n_trials), n_channels, n_samples))
             for first, block in results:

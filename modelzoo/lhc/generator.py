@@ -91,13 +91,12 @@ import argparse
 import contextlib
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +105,7 @@ import h5py
 import numpy as np
 
 from modelzoo.errors import ConfigError
+from modelzoo.parallel import unordered_results
 
 SLHA_FILE = Path(__file__).with_name("rpv_gluino.slha")
 """The RPV gluino spectrum and decay tables (m_gluino = 1400 GeV, m_neutralino = 850 GeV)."""
@@ -495,27 +495,6 @@ def _tasks(
     return tasks
 
 
-def _start_method() -> str:
-    # fork: workers inherit the imported modules; spawn would re-import modelzoo and with it
-    # TensorFlow in every worker. Children only run Pythia and numpy, so forking is safe.
-    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
-        return "fork"
-    return "spawn"
-
-
-@contextlib.contextmanager
-def _chunk_results(tasks: list[_Task], processes: int) -> Iterator[Iterator[_ChunkResult]]:
-    """Chunk results as they finish. The worker pool is forked here, before the output file is
-    opened, so that no worker inherits an open HDF5 handle."""
-    if processes <= 1 or len(tasks) <= 1:
-        yield (_run_chunk(task) for task in tasks)
-        return
-    context = multiprocessing.get_context(_start_method())
-    with context.Pool(min(processes, len(tasks))) as pool:
-        # Unordered: each result carries its own rows, so arrival order does not matter.
-        yield pool.imap_unordered(_run_chunk, tasks, chunksize=1)
-
-
 def _create_image_datasets(handle: h5py.File, layout: str, n: int, size: int) -> list:
     opts = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
     if layout == "benchmark":
@@ -668,7 +647,8 @@ def generate_lhc_events(
     done = 0
     last_report = start
     try:
-        with _chunk_results(tasks, processes) as results, h5py.File(partial, "w") as handle:
+        with (unordered_results(_run_chunk, tasks, processes) as results,
+              h5py.File(partial, "w") as handle):
             image_sets = _create_image_datasets(handle, layout, n_total, image_size)
             for result in results:
                 task = result.task
