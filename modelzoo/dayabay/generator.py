@@ -59,7 +59,6 @@ worker processes.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
@@ -68,6 +67,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from modelzoo.parallel import unordered_results
 
 RINGS, COLUMNS = 8, 24
 PIXELS = RINGS * COLUMNS
@@ -338,13 +339,6 @@ def _run_chunk(task: tuple[int, int, int, int, int]) -> tuple[int, int, np.ndarr
     return label, first, _SIMULATORS[label](count, rng).rows()
 
 
-def _start_method() -> str:
-    # fork: a spawned worker would re-import modelzoo (and TensorFlow with it, if loaded).
-    if sys.platform.startswith("linux"):
-        return "fork"
-    return "spawn"
-
-
 def generate_dayabay(
     path: str | os.PathLike,
     *,
@@ -381,12 +375,9 @@ def generate_dayabay(
     partial = target.with_name(target.name + ".partial")
     total, done, began = sum(counts), 0, time.perf_counter()
     last = began
-    pool = None
-    if processes > 1 and len(tasks) > 1:
-        pool = multiprocessing.get_context(_start_method()).Pool(min(processes, len(tasks)))
     try:
-        results = pool.imap_unordered(_run_chunk, tasks) if pool else map(_run_chunk, tasks)
-        with h5py.File(partial, "w") as handle:
+        with (unordered_results(_run_chunk, tasks, processes) as results,
+              h5py.File(partial, "w") as handle):
             datasets = {}
             for label, (_, dataset) in enumerate(CLASS_DATASETS):
                 if counts[label]:
@@ -404,9 +395,6 @@ def generate_dayabay(
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    finally:
-        if pool is not None:
-            pool.terminate()
     if progress:
         print(f"dayabay: wrote {total} pairs to {target} in {time.perf_counter() - began:.1f} s",
               file=sys.stderr, flush=True)
