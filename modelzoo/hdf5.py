@@ -31,7 +31,8 @@ import numpy as np
 
 from modelzoo.errors import DataError
 
-__all__ = ["DataError", "Field", "H5Source", "bytes_read", "shard_range", "stream"]
+__all__ = ["DataError", "Field", "H5Source", "block_plan", "bytes_read", "iterate_blocks",
+           "shard_range", "stream"]
 
 KINDS = ("float", "int", "label")
 _BYTES_READ: dict[str, int] = {}
@@ -309,6 +310,23 @@ def shard_range(num_rows: int, rank: int, size: int) -> tuple[int, int]:
     return num_rows * rank // size, num_rows * (rank + 1) // size
 
 
+def block_plan(
+    start: int, stop: int, *, block_rows: int, shuffle: bool, seed: int, epoch: int
+) -> list[tuple[int, int, np.ndarray | None]]:
+    """The reads of one pass over rows ``start:stop``: ``(first row, stop row, permutation of the
+    block's rows or None)`` in reading order. With ``shuffle`` the block order and the rows inside
+    each block are permuted from ``(seed, epoch)`` alone, so a pass is the same whether a run got
+    there straight or was resumed at ``epoch``."""
+    starts = np.arange(start, stop, block_rows)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(starts)) if shuffle else np.arange(len(starts))
+    plan = []
+    for i in order:
+        lo, hi = int(starts[i]), int(min(starts[i] + block_rows, stop))
+        plan.append((lo, hi, rng.permutation(hi - lo) if shuffle else None))
+    return plan
+
+
 def iterate_blocks(
     source: H5Source,
     start: int,
@@ -320,22 +338,24 @@ def iterate_blocks(
     repeat: bool,
     first_epoch: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Blocks of contiguous rows of ``start:stop``; with ``shuffle`` the block order and the rows
-    inside each block are permuted, differently each epoch but reproducibly from ``seed``."""
-    starts = np.arange(start, stop, block_rows)
+    """Blocks of contiguous rows of ``start:stop`` in the order of :func:`block_plan`, one pass
+    per epoch from ``first_epoch`` (endless with ``repeat``). :func:`stream` reads the same
+    blocks in the same order, in parallel; this is the plain, one-thread form."""
     epoch = first_epoch
     while True:
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(len(starts)) if shuffle else np.arange(len(starts))
-        for i in order:
-            block = source.read(int(starts[i]), int(min(starts[i] + block_rows, stop)))
-            if shuffle:
-                perm = rng.permutation(len(next(iter(block.values()))))
-                block = {k: v[perm] for k, v in block.items()}
-            yield block
+        for lo, hi, perm in block_plan(start, stop, block_rows=block_rows, shuffle=shuffle,
+                                       seed=seed, epoch=epoch):
+            block = source.read(lo, hi)
+            yield block if perm is None else {k: v[perm] for k, v in block.items()}
         if not repeat:
             return
         epoch += 1
+
+
+# Blocks read at once by :func:`stream`. HDF5 runs one call at a time in a process (h5py holds
+# a global lock), so more parallel reads only overlap the permutation and the hand-over to
+# TensorFlow, and every block in flight is memory: measured in benchmarks/README.md.
+PARALLEL_READS = 2
 
 
 def stream(
@@ -351,6 +371,7 @@ def stream(
     block_rows: int = 512,
     first_epoch: int = 0,
     steps_per_epoch: int | None = None,
+    parallel_reads: int | None = None,
 ):
     """A ``tf.data.Dataset`` of batches built by ``to_example`` from blocks of ``rows``.
 
@@ -363,31 +384,76 @@ def stream(
     batches. So epoch ``e`` sees the same examples in the same order whether the run went
     straight through or was killed and resumed at ``e``, and an epoch covers the rows once
     (less the remainder that does not fill a batch).
+
+    The pipeline is tf.data over the block plan (:func:`block_plan`): ``parallel_reads`` blocks
+    (default :data:`PARALLEL_READS`) are read and permuted at once on tf.data's threads, in
+    order, and ``to_example`` runs on each block in reading order, one at a time, so a reader
+    that draws random numbers in ``to_example`` (a corruption, an augmentation) stays
+    reproducible. No Python generator runs between the reads and the model.
     """
+    import threading
+
     import tensorflow as tf
 
     start, stop = rows
     if stop <= start:
         raise DataError(f"{source.path}: empty row range {start}..{stop}")
-    first = to_example(source.read(start, min(start + 1, stop)))
-    signature = tuple(
-        tf.TensorSpec(shape=(None,) + a.shape[1:], dtype=tf.as_dtype(a.dtype)) for a in first
-    )
+    first = source.read(start, min(start + 1, stop))
+    keys = tuple(first)
+    block_spec = [tf.as_dtype(first[k].dtype) for k in keys]
+    block_shapes = [(None,) + first[k].shape[1:] for k in keys]
+    example = to_example(first)
+    example_spec = [tf.as_dtype(a.dtype) for a in example]
+    example_shapes = [(None,) + a.shape[1:] for a in example]
+    # h5py serialises HDF5 calls anyway; the lock also covers opening the handle lazily and
+    # sources that are not plain H5Sources (row views, counting files) from several threads.
+    lock = threading.Lock()
 
-    def generate(epoch):
-        for block in iterate_blocks(
-            source, start, stop, block_rows=block_rows, shuffle=shuffle, seed=seed,
-            repeat=False, first_epoch=int(epoch),
-        ):
-            yield to_example(block)
+    def plan(epoch):
+        reads = block_plan(start, stop, block_rows=block_rows, shuffle=shuffle, seed=seed,
+                           epoch=int(epoch))
+        lo = np.array([r[0] for r in reads], np.int64)
+        hi = np.array([r[1] for r in reads], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(hi - lo)[:-1]]).astype(np.int64)
+        perm = (np.concatenate([r[2] for r in reads]) if shuffle else np.zeros(0)).astype(np.int64)
+        return lo, hi, offsets, perm
+
+    def read(lo, hi, perm):
+        with lock:
+            block = source.read(int(lo), int(hi))
+        if shuffle:
+            block = {k: v[perm] for k, v in block.items()}
+        return [block[k] for k in keys]
+
+    def convert(*arrays):
+        return list(to_example(dict(zip(keys, arrays))))
+
+    def with_shapes(arrays, shapes):
+        for a, shape in zip(arrays, shapes):
+            a.set_shape(shape)
+        return tuple(arrays)
 
     def one_pass(epoch):
-        ds = tf.data.Dataset.from_generator(
-            generate, args=(epoch,), output_signature=signature
-        ).unbatch()
+        lo, hi, offsets, perm = tf.numpy_function(
+            plan, [epoch], [tf.int64] * 4, stateful=False, name="block_plan")
+
+        def read_block(lo, hi, offset):
+            block_perm = perm[offset:offset + (hi - lo)]
+            arrays = tf.numpy_function(read, [lo, hi, block_perm], block_spec, name="read_block")
+            return with_shapes(arrays, block_shapes)
+
+        def make_example(*arrays):
+            return with_shapes(tf.numpy_function(convert, list(arrays), example_spec,
+                                                 name="to_example"), example_shapes)
+
+        ds = (tf.data.Dataset.from_tensor_slices((lo, hi, offsets))
+              .map(read_block, num_parallel_calls=parallel_reads or PARALLEL_READS,
+                   deterministic=True)
+              .map(make_example)  # one at a time, in order: see the docstring
+              .unbatch())
         if shuffle:
             # Mixes rows across neighbouring blocks. A fixed seed suffices: what enters the
-            # buffer is already permuted differently each epoch (by iterate_blocks).
+            # buffer is already permuted differently each epoch (by block_plan).
             ds = ds.shuffle(min(4 * block_rows, stop - start), seed=seed)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         if steps_per_epoch is not None:

@@ -309,6 +309,42 @@ class _Throughput(keras.callbacks.Callback):
         self.epoch_seconds.append(time.perf_counter() - self._start)
 
 
+def resolve(
+    model: str,
+    data: str,
+    *,
+    recipe: dict[str, Any] | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """The resolved recipe of training ``model`` on ``data`` (the model's own recipe, or
+    ``recipe``, with ``overrides`` and the builder keywords the data file decides) and its task;
+    what :func:`train` runs, and what ``benchmarks`` compares it with."""
+    cfg = load_recipe(model) if recipe is None else (
+        load_recipe(recipe) if isinstance(recipe, str) else with_defaults(recipe))
+    cfg = apply_overrides(cfg, overrides or {})
+    cfg["model"]["name"] = model
+    cfg["model"].setdefault("config", {})
+    cfg["model"]["config"].update(model_config or {})
+    task = get_task(cfg["task"])
+    cfg["model"]["config"] = {**task.model_config(data, cfg.get("data", {})),
+                              **cfg["model"]["config"]}
+    return cfg, task
+
+
+def compile_model(net: keras.Model, cfg: dict[str, Any], task: Any, steps_per_epoch: int,
+                  group: distributed.ProcessGroup) -> None:
+    """Compile ``net`` by ``task`` with resolved recipe ``cfg``'s optimizer (learning rate
+    scaled to the global batch and warmed up, gradients averaged over ``group``)."""
+    train_cfg = cfg["train"]
+    optimizer = make_optimizer(cfg, int(train_cfg["batch_size"]) * group.size, steps_per_epoch)
+    optimizer = distributed.distributed_optimizer(
+        optimizer, group, fp16_compression=bool(train_cfg.get("fp16_allreduce", False)),
+        bucket_mb=float(train_cfg.get("allreduce_bucket_mb", 4.0)),
+    )
+    task.compile(net, optimizer, cfg)
+
+
 def train(
     model: str,
     data: str,
@@ -349,20 +385,12 @@ def train(
             "skip a step on some ranks only); use mixed_bfloat16, which needs no loss scaling, "
             "or float32"
         )
-    cfg = load_recipe(model) if recipe is None else (
-        load_recipe(recipe) if isinstance(recipe, str) else with_defaults(recipe))
-    cfg = apply_overrides(cfg, overrides or {})
-    cfg["model"]["name"] = model
-    cfg["model"].setdefault("config", {})
-    cfg["model"]["config"].update(model_config or {})
+    cfg, task = resolve(model, data, recipe=recipe, overrides=overrides,
+                        model_config=model_config)
     train_cfg = cfg["train"]
     run_dir = run_dir or os.path.join("runs", model)
     seed = int(train_cfg.get("seed", 0))
     keras.utils.set_random_seed(seed)
-
-    task = get_task(cfg["task"])
-    cfg["model"]["config"] = {**task.model_config(data, cfg.get("data", {})),
-                              **cfg["model"]["config"]}
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
         with open(os.path.join(run_dir, CONFIG_FILE)) as fh:
@@ -383,12 +411,7 @@ def train(
     restoring = first_epoch > 0 and group.is_root
     if restoring:  # before compiling: the weights file has no optimizer for Keras to look for
         net.load_weights(os.path.join(checkpoint[0], WEIGHTS_FILE))
-    optimizer = make_optimizer(cfg, batch_size * group.size, datasets.steps_per_epoch)
-    optimizer = distributed.distributed_optimizer(
-        optimizer, group, fp16_compression=bool(train_cfg.get("fp16_allreduce", False)),
-        bucket_mb=float(train_cfg.get("allreduce_bucket_mb", 4.0)),
-    )
-    task.compile(net, optimizer, cfg)
+    compile_model(net, cfg, task, datasets.steps_per_epoch, group)
     if not net.optimizer.built:
         net.optimizer.build(net.trainable_variables)
     if restoring:
