@@ -65,6 +65,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["train.epochs"] = args.epochs
     if args.batch_size is not None:
         overrides["train.batch_size"] = args.batch_size
+    if args.init_weights is not None:
+        overrides["model.init_weights"] = args.init_weights
     result = training.train(
         args.model,
         args.data,
@@ -214,6 +216,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="override a recipe key, e.g. --set optimizer.learning_rate=3e-4")
     p.add_argument("--model-config", action="append", default=[], metavar="KEY=VALUE",
                    help="override a builder keyword, e.g. --model-config dropout=0.2")
+    p.add_argument("--init-weights", metavar="WEIGHTS",
+                   help="fine-tune: start from these weights (default, a shipped tag, a weights "
+                   "file, a model or run folder); the recipe key model.init_weights")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     p.set_defaults(func=_cmd_train)

@@ -21,6 +21,8 @@ from modelzoo.lhc.generator import (
     CalorimeterConfig,
     GenerationReport,
     SelectionCuts,
+    _split,
+    baseline_mask,
     fatjet_summary,
     generate_lhc_events,
     passes_signal_region,
@@ -386,3 +388,51 @@ def test_images_are_physical(physics_sample):
         data["jets/delta_eta_12"],
     )
     np.testing.assert_array_equal(mask.astype(np.int8), data["psr"])
+
+
+@pytest.fixture(scope="module")
+def preselected_sample(tmp_path_factory):
+    """Preselected events, skipping the 200-400 GeV slice (it keeps ~1 event in 500)."""
+    path = tmp_path_factory.mktemp("lhc_presel") / "events.h5"
+    report = generate_lhc_events(
+        path, n_signal=20, n_background=40, image_size=8, seed=12, processes=2, progress=False,
+        preselection=True, slice_fractions=(0, 0.5, 0.25, 0.25),
+    )
+    return _read_all(path), report, path
+
+
+@pytest.mark.slow
+@needs_pythia
+def test_preselection_keeps_only_baseline_events_and_weights_carry_its_efficiency(
+    preselected_sample,
+):
+    data, report, path = preselected_sample
+    # Every stored event passes the baseline, recomputed from the stored jet summary.
+    assert baseline_mask(data["jets/n_fatjets"], data["jets/leading_pt"]).all()
+    assert (data["jets/n_fatjets"] >= 3).all() and (data["jets/leading_pt"] > 440).all()
+    with h5py.File(path, "r") as f:
+        sigma, lumi = f.attrs["cross_sections_fb"], f.attrs["luminosity_ifb"]
+        kept, generated = f.attrs["process_events"], f.attrs["process_generated"]
+        assert "leading pT > 440.0 GeV" in f.attrs["preselection"]
+    np.testing.assert_array_equal(kept, [20, 0, 20, 10, 10])
+    # The QCD slices lose events to the preselection (signal hardly any: ~97% pass).
+    assert np.all(generated[2:] > kept[2:]) and generated[0] >= kept[0]
+    # Per process, the weights sum to sigma x L x (kept / generated): the preselected yield.
+    for k in (0, 2, 3, 4):
+        mine = data["truth/process_id"] == k
+        assert data["weight"][mine].sum(dtype=np.float64) == pytest.approx(
+            sigma[k] * lumi * kept[k] / generated[k], rel=1e-5)
+
+
+def test_slice_fractions_are_checked(tmp_path):
+    with pytest.raises(modelzoo.ConfigError, match="needs 4 non-negative shares"):
+        generate_lhc_events(tmp_path / "x.h5", n_signal=1, n_background=1,
+                            slice_fractions=(1, 1))
+
+
+def test_baseline_mask_and_slice_split():
+    np.testing.assert_array_equal(
+        baseline_mask([3, 3, 2, 5], [441.0, 439.0, 900.0, 1000.0]), [True, False, False, True])
+    assert _split(17100, (0.006, 0.585, 0.234, 0.175)) == [103, 10004, 4001, 2992]
+    assert _split(10, (1, 1, 1, 1)) == [3, 3, 2, 2]
+    assert _split(5, (0, 0.5, 0.25, 0.25)) == [0, 3, 1, 1]

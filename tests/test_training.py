@@ -85,7 +85,10 @@ def test_train_writes_run_folder_and_resumes(toy_file, tmp_path):
     scores = net.predict(images, verbose=0)[:, 1]
     assert metrics["auc_weighted"] == pytest.approx(
         roc_auc_score(labels, scores, sample_weight=weights), abs=1e-6)
-    assert {"selection_tpr", "selection_fpr", "cnn_tpr_at_selection_fpr"} <= set(metrics)
+    # The toy's selection keeps signal only: no background fixes an FPR, so no operating point.
+    assert metrics["background_passing_selection"] == 0
+    assert "an operating point needs at least 10" in metrics["operating_point_refused"]
+    assert "cnn_tpr_at_selection_fpr" not in metrics
     assert os.path.exists(os.path.join(run_dir, "roc.png"))
 
 
@@ -123,3 +126,22 @@ def test_cli_reports_bad_data_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith(f"modelzoo: error: {bad}: dataset 'data' has NaN or Inf")
+
+
+def test_fine_tuning_starts_from_the_given_weights(toy_file, tmp_path):
+    first = str(tmp_path / "first")
+    training.train("lhc_cnn", toy_file, run_dir=first, model_config=TINY,
+                   overrides={**QUICK, "train.epochs": 1}, verbose=0)
+    tuned = str(tmp_path / "tuned")
+    # No epochs: the run's weights are exactly where fine-tuning starts.
+    training.train("lhc_cnn", toy_file, run_dir=tuned, model_config=TINY,
+                   overrides={**QUICK, "train.epochs": 0, "model.init_weights": first}, verbose=0)
+    source, _ = training.load_run(first)
+    start, _ = training.load_run(tuned)
+    for a, b in zip(source.weights, start.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    fresh = str(tmp_path / "fresh")
+    training.train("lhc_cnn", toy_file, run_dir=fresh, model_config=TINY,
+                   overrides={**QUICK, "train.epochs": 0, "train.seed": 5}, verbose=0)
+    assert not np.array_equal(np.asarray(training.load_run(fresh)[0].weights[0]),
+                              np.asarray(source.weights[0]))

@@ -17,14 +17,25 @@ Physics choices
   Pythia reports; it matches the 201 weighted signal events in 14.8 fb^-1 of the paper's test set.
 * **Background**: QCD 2 -> 2 (``HardQCD:all``) in four pT-hat slices, 200-400, 400-700,
   700-1000 and > 1000 GeV (an analogue of ATLAS's JZ3-JZ12 slices; below 200 GeV hardly an
-  event passes the selection's 440 GeV leading-jet requirement). ``n_background`` is split evenly
-  over the slices, so the hard tail the selection cares about is well populated, and each
-  event carries the physical weight ``sigma_slice * luminosity / N_slice``.
+  event passes the selection's 440 GeV leading-jet requirement). ``n_background`` is split
+  over the slices by ``slice_fractions`` (evenly by default, so the hard tail the selection
+  cares about is well populated), and each event carries the physical weight
+  ``sigma_slice * luminosity / N_slice generated``.
+* **Preselection** (``preselection=True``): only events passing the analysis's baseline
+  (:func:`baseline_mask`: >= 3 fat jets with pT > 200 GeV and |eta| < 2, leading pT > 440 GeV,
+  the plateau of the large-R jet trigger) are kept, signal and background alike. The paper's
+  test set carries such a preselection: its QCD weighs 3.86e6 events in 14.8 fb^-1 (0.26 nb),
+  while all QCD above pT-hat 200 GeV is ~56 nb here and the baseline keeps ~0.3 nb of it. With
+  it the selection's weighted FPR lands near the paper's 3.39e-4 instead of ~1e-6. It costs
+  generation time: the 200-400 GeV slice keeps ~1 event in 500 (yet carries a third of the
+  preselected cross section), the others 9-23%; ``slice_fractions`` sets how many events each
+  slice gets (:data:`PRESELECTED_SLICE_FRACTIONS` by default).
 * **Weights**: ``weight`` is in events for the requested luminosity (``sigma`` from Pythia's
   ``Info::sigmaGen`` in mb, times 1e12 fb/mb, times ``luminosity_ifb``, over the number of
-  events generated for that process); sigma is the mean of the per-chunk estimates weighted
-  by their accepted events. The weighted background is therefore the QCD yield with
-  pT-hat > 200 GeV, the weighted signal the gluino-pair yield. ``normweight``
+  events generated for that process, kept or not); sigma is the mean of the per-chunk estimates
+  weighted by their accepted events. The weighted background is therefore the QCD yield with
+  pT-hat > 200 GeV (after the preselection, if any), the weighted signal the gluino-pair yield.
+  ``normweight``
   (``normalized_weight`` in the ACAT layout) rescales each class so that signal and
   background each sum to N/2: a class-balanced weight with mean 1 for training.
 * **Calorimeter** (:class:`CalorimeterConfig`): visible final-state particles (Pythia's
@@ -128,8 +139,16 @@ QCD_PTHAT_SLICES: tuple[tuple[float, float | None], ...] = (
 )
 """pT-hat ranges (GeV) of the QCD background slices; ``None`` is open-ended."""
 
+PRESELECTED_SLICE_FRACTIONS = (0.01, 0.5, 0.3, 0.19)
+"""Default shares of the background events per slice under the preselection. The lowest slice
+keeps ~1 event in 500 but carries about a third of the preselected cross section; the
+400-700 GeV slice carries most of the rest and most background in the signal region."""
+
 _MB_TO_FB = 1e12
 _MAX_FAILED_NEXT = 100
+_MAX_GENERATED_PER_KEPT = 5000
+"""A chunk gives up past this many generated events per event it must keep (the 200-400 GeV
+slice keeps about 1 in 500 under the preselection)."""
 _PROGRESS_SECONDS = 5.0
 
 
@@ -204,6 +223,17 @@ def fatjet_summary(
     return n, leading, summed, deta
 
 
+def baseline_mask(
+    n_fatjets: np.ndarray | int, leading_pt: np.ndarray | float, cuts: SelectionCuts | None = None
+) -> np.ndarray:
+    """The analysis's baseline (>= 3 selected fat jets, leading pT above the large-R jet
+    trigger's plateau): the generator's preselection and the first step of the signal region."""
+    cuts = cuts or SelectionCuts()
+    n = np.asarray(n_fatjets)
+    leading = np.asarray(leading_pt, dtype=np.float64)
+    return (n >= cuts.baseline_n_fatjets_min) & (leading > cuts.baseline_leading_pt_min)
+
+
 def signal_region_mask(
     n_fatjets: np.ndarray | int,
     leading_pt: np.ndarray | float,
@@ -215,10 +245,9 @@ def signal_region_mask(
     group), so the selection can be re-run with other event-level cuts."""
     cuts = cuts or SelectionCuts()
     n = np.asarray(n_fatjets)
-    leading = np.asarray(leading_pt, dtype=np.float64)
     mass = np.asarray(summed_mass, dtype=np.float64)
     deta = np.asarray(delta_eta_12, dtype=np.float64)
-    baseline = (n >= cuts.baseline_n_fatjets_min) & (leading > cuts.baseline_leading_pt_min)
+    baseline = baseline_mask(n, leading_pt, cuts)
     # NaN delta-eta (fewer than two jets) compares False, i.e. fails.
     central = deta < cuts.sr_delta_eta_max
     mass_cut = np.where(n >= 5, mass > cuts.sr5j_mass_min, mass > cuts.sr4j_mass_min)
@@ -263,6 +292,7 @@ class _Task:
     image_size: int
     calorimeter: CalorimeterConfig
     cuts: SelectionCuts
+    preselect: bool
 
 
 @dataclass
@@ -277,6 +307,8 @@ class _ChunkResult:
     sigma_err_mb: float
     n_tried: int
     n_accepted: int
+    n_generated: int
+    """Events Pythia produced for this chunk, kept or not (= n_events without preselection)."""
     seconds: float
 
 
@@ -413,6 +445,7 @@ def _run_chunk(task: _Task) -> _ChunkResult:
     images = np.zeros((n, 3, size, size), dtype=np.float32)
     summary = np.zeros((n, 4), dtype=np.float64)
     failures = 0
+    generated = 0
     i = 0
     while i < n:
         if not pythia.next():
@@ -420,10 +453,14 @@ def _run_chunk(task: _Task) -> _ChunkResult:
             if failures > _MAX_FAILED_NEXT:
                 raise RuntimeError(f"Pythia failed {failures} times in chunk {task}")
             continue
+        generated += 1
+        if generated > _MAX_GENERATED_PER_KEPT * n:
+            raise RuntimeError(
+                f"the preselection kept {i} of {generated} events of process {task.process_id}; "
+                "loosen it or generate this process without it"
+            )
         event = pythia.event
-        rng = np.random.default_rng([*task.smear_key, i])
-        images[i] = _image(_final_particles(event), size, task.calorimeter, rng)
-        if i == 0:
+        if generated == 1:
             with _quiet_stdout():  # fjcore prints its banner on first use in a process
                 jets.analyze(event)
         else:
@@ -432,7 +469,13 @@ def _run_chunk(task: _Task) -> _ChunkResult:
         pt = [jets.pT(j) for j in range(n_jets)]
         eta = [jets.p(j).eta() for j in range(n_jets)]
         mass = [jets.m(j) for j in range(n_jets)]
-        summary[i] = fatjet_summary(pt, eta, mass, task.cuts)
+        jet_summary = fatjet_summary(pt, eta, mass, task.cuts)
+        # Jets first: a rejected event costs no image.
+        if task.preselect and not baseline_mask(jet_summary[0], jet_summary[1], task.cuts):
+            continue
+        summary[i] = jet_summary
+        rng = np.random.default_rng([*task.smear_key, i])
+        images[i] = _image(_final_particles(event), size, task.calorimeter, rng)
         i += 1
     info = pythia.infoPython()
     return _ChunkResult(
@@ -446,6 +489,7 @@ def _run_chunk(task: _Task) -> _ChunkResult:
         sigma_err_mb=float(info.sigmaErr()),
         n_tried=int(info.nTried()),
         n_accepted=int(info.nAccepted()),
+        n_generated=generated,
         seconds=time.perf_counter() - start,
     )
 
@@ -460,8 +504,13 @@ def _derive_seed(seed: int, *keys: int) -> int:
     return int(state) % 900_000_000 + 1
 
 
-def _split(total: int, parts: int) -> list[int]:
-    return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
+def _split(total: int, fractions: Sequence[float]) -> list[int]:
+    """``total`` in integer parts proportional to ``fractions`` (largest remainders first)."""
+    share = np.asarray(fractions, dtype=np.float64) * total / np.sum(fractions)
+    counts = np.floor(share).astype(int)
+    for k in np.argsort(counts - share, kind="stable")[: total - counts.sum()]:
+        counts[k] += 1
+    return [int(c) for c in counts]
 
 
 def _tasks(
@@ -471,6 +520,7 @@ def _tasks(
     image_size: int,
     calorimeter: CalorimeterConfig,
     cuts: SelectionCuts,
+    preselect: bool,
 ) -> list[_Task]:
     tasks: list[_Task] = []
     row = 0
@@ -489,6 +539,7 @@ def _tasks(
                     image_size=image_size,
                     calorimeter=calorimeter,
                     cuts=cuts,
+                    preselect=preselect,
                 )
             )
             row += n
@@ -592,6 +643,8 @@ def generate_lhc_events(
     luminosity_ifb: float = 36.0,
     cuts: SelectionCuts | None = None,
     calorimeter: CalorimeterConfig | None = None,
+    preselection: bool = False,
+    slice_fractions: Sequence[float] | None = None,
 ) -> GenerationReport:
     """Generate RPV gluino (signal) and QCD multijet (background) events with Pythia 8 and write
     their calorimeter images, labels, weights and physics-selection flags to ``path``.
@@ -599,7 +652,7 @@ def generate_lhc_events(
     Args:
         path: HDF5 file to write (replaced if it exists; written to ``path.partial`` first).
         n_signal: RPV gluino-pair events.
-        n_background: QCD events, split evenly over :data:`QCD_PTHAT_SLICES`.
+        n_background: QCD events, split over :data:`QCD_PTHAT_SLICES` by ``slice_fractions``.
         image_size: pixels per side of the (phi, eta) images.
         layout: ``"benchmark"`` (NERSC hep_cnn_benchmark) or ``"acat"`` (Bhimji et al. 2017).
         seed: everything (Pythia seeds, smearing, shuffle) derives from it.
@@ -609,6 +662,11 @@ def generate_lhc_events(
         luminosity_ifb: integrated luminosity the weights are normalised to, in fb^-1.
         cuts: the physics selection (default: the published values).
         calorimeter: the toy detector (default: :class:`CalorimeterConfig`).
+        preselection: keep only events that pass the baseline selection (:func:`baseline_mask`),
+            signal and background alike, as the paper's test set does; the weights then carry
+            the preselection's efficiency (``sigma * luminosity / events generated``).
+        slice_fractions: shares of ``n_background`` per pT-hat slice; default even, or
+            :data:`PRESELECTED_SLICE_FRACTIONS` with ``preselection``.
 
     Returns:
         A :class:`GenerationReport` with the speed and the selection's weighted TPR/FPR.
@@ -623,13 +681,25 @@ def generate_lhc_events(
         raise ConfigError(f"image_size must be positive, got {image_size}")
     if seed < 0:
         raise ConfigError(f"seed must be non-negative, got {seed}")
+    if slice_fractions is None:
+        slice_fractions = (
+            PRESELECTED_SLICE_FRACTIONS if preselection else (1.0,) * len(QCD_PTHAT_SLICES)
+        )
+    if len(slice_fractions) != len(QCD_PTHAT_SLICES) or min(slice_fractions) < 0 or not sum(
+        slice_fractions
+    ) > 0:
+        raise ConfigError(
+            f"slice_fractions needs {len(QCD_PTHAT_SLICES)} non-negative shares (one per pT-hat "
+            f"slice {QCD_PTHAT_SLICES}), got {tuple(slice_fractions)}"
+        )
     cuts = cuts or SelectionCuts()
     calorimeter = calorimeter or CalorimeterConfig()
     start = time.perf_counter()
 
     procs = _processes(sqrt_s_gev)
-    counts = [n_signal, *_split(n_background, len(procs) - 1)]
-    tasks = _tasks(procs, counts, seed, image_size, calorimeter, cuts)
+    counts = [n_signal, *_split(n_background, slice_fractions)]
+    tasks = _tasks(procs, counts, seed, image_size, calorimeter, cuts, preselection)
+    generated = [0] * len(procs)
     n_total = n_signal + n_background
     # Event j (generation order) is written to row position[j]: signal and background mix.
     position = np.random.default_rng([seed, 3]).permutation(n_total)
@@ -660,6 +730,7 @@ def generate_lhc_events(
                 leading_pt[rows] = result.leading_pt
                 summed_mass[rows] = result.summed_mass
                 delta_eta_12[rows] = result.delta_eta_12
+                generated[task.process_id] += result.n_generated
                 chunk_sigma[(task.process_id, task.chunk)] = (
                     result.sigma_mb,
                     result.sigma_err_mb,
@@ -680,11 +751,10 @@ def generate_lhc_events(
                     )
 
             sigma_fb, sigma_err_fb = _combine_cross_sections(chunk_sigma, len(procs))
+            # Each kept event stands for sigma * L / (events generated) physical events, so the
+            # weights sum to the preselected yield.
             per_event = np.array(
-                [
-                    sigma_fb[k] * luminosity_ifb / count if count else 0.0
-                    for k, count in enumerate(counts)
-                ]
+                [sigma_fb[k] * luminosity_ifb / n if n else 0.0 for k, n in enumerate(generated)]
             )
             weight = per_event[process_id].astype(np.float32)
             psr = signal_region_mask(n_fatjets, leading_pt, summed_mass, delta_eta_12, cuts)
@@ -711,6 +781,8 @@ def generate_lhc_events(
                 luminosity_ifb=luminosity_ifb,
                 procs=procs,
                 counts=counts,
+                generated=generated,
+                preselection=preselection,
                 sigma_fb=sigma_fb,
                 sigma_err_fb=sigma_err_fb,
                 cuts=cuts,
@@ -756,6 +828,15 @@ def _write_attrs(handle: h5py.File, **kw: Any) -> None:
     handle.attrs["process_names"] = [p.name for p in procs]
     handle.attrs["process_labels"] = np.array([p.label for p in procs], np.int32)
     handle.attrs["process_events"] = np.array(kw["counts"], np.int64)
+    handle.attrs["process_generated"] = np.array(kw["generated"], np.int64)
+    handle.attrs["preselection"] = (
+        "baseline: >= {baseline_n_fatjets_min} fat jets with pT > {fatjet_pt_min} GeV and "
+        "|eta| < {fatjet_eta_max}, leading pT > {baseline_leading_pt_min} GeV".format(
+            **asdict(kw["cuts"])
+        )
+        if kw["preselection"]
+        else "none"
+    )
     handle.attrs["cross_sections_fb"] = np.asarray(kw["sigma_fb"], np.float64)
     handle.attrs["cross_section_errors_fb"] = np.asarray(kw["sigma_err_fb"], np.float64)
     handle.attrs["qcd_pthat_slices_gev"] = json.dumps(QCD_PTHAT_SLICES)
@@ -789,6 +870,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--sqrt-s", type=float, default=13000.0, help="GeV")
     parser.add_argument("--luminosity", type=float, default=36.0, help="fb^-1")
+    parser.add_argument(
+        "--preselection", action="store_true",
+        help="keep only events passing the baseline selection (>= 3 fat jets, leading pT > 440 "
+        "GeV), as the paper's test set",
+    )
+    parser.add_argument(
+        "--slice-fractions", type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None, metavar="F1,F2,F3,F4",
+        help="shares of the background per pT-hat slice (200-400, 400-700, 700-1000, >1000 GeV)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -797,4 +888,5 @@ def run(args: argparse.Namespace) -> None:
         args.output, n_signal=args.signal, n_background=args.background,
         image_size=args.image_size, layout=args.layout, seed=args.seed,
         processes=args.processes, sqrt_s_gev=args.sqrt_s, luminosity_ifb=args.luminosity,
+        preselection=args.preselection, slice_fractions=args.slice_fractions,
     )

@@ -26,6 +26,9 @@ from modelzoo.hdf5 import DataError, Field, H5Source, stream
 CHANNELS = ("calorimeter_energy", "em_energy", "track_count")
 LAYOUTS = ("acat", "benchmark")
 TRANSFORMS = ("none", "log1p")
+_PROCESS_FIELD = Field("process_id", "truth/process_id", (), "int", required=False)
+"""The generating process (signal, or a QCD pT-hat slice) where a simulated file records it:
+the strata whose event counts were fixed by design, for the bootstrap."""
 
 
 def detect_layout(path: str | os.PathLike) -> str:
@@ -88,6 +91,13 @@ class LHCImages:
         """Whether the file carries the cut-based physics selection flag per event."""
         return "passes_selection" in self.source.fields
 
+    @property
+    def columns(self) -> list[str]:
+        """Per-event values besides the image: label, weight, and the selection flag and the
+        generating process where the file has them."""
+        return ["label", "weight"] + [k for k in ("passes_selection", "process_id")
+                                      if k in self.source.fields]
+
     def _images(self, block: dict[str, np.ndarray]) -> np.ndarray:
         if self.layout == "acat":
             channels = [k for k in ("hist", "hist_em", "hist_track") if k in block]
@@ -116,8 +126,8 @@ class LHCImages:
         return stream(self.source, self.to_example, rows=rows, batch_size=batch_size, **stream_args)
 
     def arrays(self, rows: tuple[int, int], block_rows: int = 4096) -> dict[str, np.ndarray]:
-        """Labels, weights and the selection flag (if present) for ``rows``, without images."""
-        keys = ["label", "weight"] + (["passes_selection"] if self.has_selection else [])
+        """The :attr:`columns` of ``rows``, without images."""
+        keys = self.columns
         parts = [
             self.source.read(s, min(s + block_rows, rows[1]), keys)
             for s in range(rows[0], rows[1], block_rows)
@@ -156,6 +166,7 @@ def open_lhc(
             Field("weight", f"all_events/{weight_path}", ()),
             Field("passes_selection", "all_events/passSR", (), "label", required=False,
                   classes=(0, 1)),
+            _PROCESS_FIELD,
         ]
         channel_axis = -1
     else:
@@ -167,6 +178,7 @@ def open_lhc(
             Field("label", "label", (), "label", classes=(0, 1)),
             Field("weight", weight_path, ()),
             Field("passes_selection", "psr", (), "label", required=False, classes=(0, 1)),
+            _PROCESS_FIELD,
         ]
     source = H5Source(path, fields, check_finite=check_finite)
     images = LHCImages(source, layout, channel_axis, transform)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import keras
 import numpy as np
 
 from modelzoo import metrics
 from modelzoo.distributed import ProcessGroup
-from modelzoo.errors import ConfigError
+from modelzoo.errors import ConfigError, DataError
 from modelzoo.lhc.reader import LHCImages, open_lhc
 from modelzoo.tasks import (
     Datasets,
@@ -104,7 +105,7 @@ class LHCClassification(Task):
         batch_size: int = 256,
     ) -> dict[str, np.ndarray]:
         """Signal scores and truth for ``rows``, computed shard-wise and gathered on all ranks."""
-        keys = ["label", "weight"] + (["passes_selection"] if images.has_selection else [])
+        keys = images.columns
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
             steps = -(-(shard[1] - shard[0]) // batch_size)  # known length: no dry-run warning
@@ -138,12 +139,7 @@ class LHCClassification(Task):
             "auc_weighted": metrics.roc_auc(labels, scores, weights),
         }
         if "passes_selection" in pred:
-            sel_tpr, sel_fpr = metrics.selection_rates(labels, pred["passes_selection"], weights)
-            result.update(
-                selection_tpr=sel_tpr,
-                selection_fpr=sel_fpr,
-                cnn_tpr_at_selection_fpr=metrics.tpr_at_fpr(labels, scores, sel_fpr, weights),
-            )
+            result.update(_operating_point(pred, data_cfg))
         if output_dir and group.is_root:
             os.makedirs(output_dir, exist_ok=True)
             with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
@@ -152,32 +148,61 @@ class LHCClassification(Task):
         return result
 
 
+def _operating_point(pred: dict[str, np.ndarray], data_cfg: dict) -> dict:
+    """The paper's comparison with bootstrap intervals, stratified by the generator's process
+    (pT-hat slice) where the file records it; or, when too few background events pass the
+    selection to fix its FPR, the reason instead of the numbers."""
+    labels, weights, passed = pred["label"], pred["weight"], pred["passes_selection"]
+    background = weights[(labels == 0) & (passed == 1)]
+    counts = {
+        "background_passing_selection": int(background.size),
+        "background_passing_selection_effective": metrics.effective_count(background),
+    }
+    try:
+        point = metrics.operating_point(
+            labels, pred["score"], passed, weights, pred.get("process_id"),
+            min_background=float(data_cfg.get("operating_point_min_background", 10)),
+            replicates=int(data_cfg.get("bootstrap_replicates", 1000)),
+        )
+    except DataError as err:
+        print(f"lhc_classification: no operating point: {err}", file=sys.stderr)
+        return {**counts, "operating_point_refused": str(err)}
+    return point.as_dict()
+
+
 def plot_roc(
     labels: np.ndarray, scores: np.ndarray, weights: np.ndarray, result: dict, path: str
 ) -> None:
-    """Weighted ROC (background rejection view) with the physics-selection operating point."""
+    """Weighted ROC with the physics selection's operating point, the CNN's TPR at it, and
+    their 95% bootstrap intervals where the evaluation computed them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fpr, tpr, _ = metrics.weighted_roc(labels, scores, weights)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(fpr, tpr, label=f"CNN (weighted AUC {result['auc_weighted']:.3f})")
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    ax.plot(fpr, tpr, label=f"CNN (weighted AUC {result['auc_weighted']:.4f})")
     lowest = fpr[fpr > 0].min() if (fpr > 0).any() else 1e-4
     left = min(lowest, 1e-4) / 2
     if "selection_fpr" in result:
-        # A selection that keeps no background (FPR 0) is drawn at the axis edge.
-        at_edge = result["selection_fpr"] < left
-        ax.plot(max(result["selection_fpr"], left), result["selection_tpr"],
-                "r<" if at_edge else "r*", ms=12,
-                label="physics selection" + (" (FPR 0)" if at_edge else ""))
+        x, y = result["selection_fpr"], result["selection_tpr"]
+        low = {k: result.get(f"{k}_ci95_low", result[k]) for k in
+               ("selection_fpr", "selection_tpr", "cnn_tpr_at_selection_fpr")}
+        high = {k: result.get(f"{k}_ci95_high", result[k]) for k in low}
+        ax.errorbar(x, y, xerr=[[x - low["selection_fpr"]], [high["selection_fpr"] - x]],
+                    yerr=[[y - low["selection_tpr"]], [high["selection_tpr"] - y]],
+                    fmt="r*", ms=11, capsize=3, label="physics selection (95% CI)")
+        cnn = result["cnn_tpr_at_selection_fpr"]
+        ax.errorbar(x, cnn, yerr=[[cnn - low["cnn_tpr_at_selection_fpr"]],
+                                  [high["cnn_tpr_at_selection_fpr"] - cnn]],
+                    fmt="ko", ms=5, capsize=3, label="CNN at the selection's FPR (95% CI)")
+        left = min(left, low["selection_fpr"] / 2) if low["selection_fpr"] > 0 else left
     ax.set_xscale("log")
     ax.set_xlim(left, 1)
     ax.set_xlabel("false-positive rate (weighted)")
     ax.set_ylabel("true-positive rate (weighted)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
