@@ -407,10 +407,16 @@ def train(
 
     batch_size = int(train_cfg["batch_size"])
     datasets = task.datasets(data, cfg.get("data", {}), batch_size, group, seed, first_epoch)
-    net = build(model, **cfg["model"]["config"])
     restoring = first_epoch > 0 and group.is_root
-    if restoring:  # before compiling: the weights file has no optimizer for Keras to look for
-        net.load_weights(os.path.join(checkpoint[0], WEIGHTS_FILE))
+    init_weights = cfg["model"].get("init_weights")
+    if init_weights and first_epoch == 0:
+        # Fine-tuning: start from trained weights (a shipped tag, a file, a model or run folder)
+        # instead of the builder's initialisation; rank 0's copy is broadcast below.
+        net = pretrained.build_with_weights(model, init_weights, cfg["model"]["config"])
+    else:
+        net = build(model, **cfg["model"]["config"])
+        if restoring:  # before compiling: the weights file has no optimizer for Keras to look for
+            net.load_weights(os.path.join(checkpoint[0], WEIGHTS_FILE))
     compile_model(net, cfg, task, datasets.steps_per_epoch, group)
     if not net.optimizer.built:
         net.optimizer.build(net.trainable_variables)
