@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test test-fast lint clean
+.PHONY: venv demo test test-fast lint bench clean
 venv:
 	bash scripts/setup_env.sh
 
@@ -33,6 +33,12 @@ test: venv
 # The quick loop while developing: everything but the simulators and multi-process jobs.
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
+
+# Training, reading, inference and memory of every registered model, measured side by side
+# (benchmarks/README.md); BENCH_ARGS e.g. --models 'lhc*' --steps 5 --options --horovod.
+BENCH_ARGS ?=
+bench: venv
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check modelzoo tests benchmarks scripts setup.py

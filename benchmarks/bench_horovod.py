@@ -44,6 +44,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script (python benchmarks/bench_horovod.py)
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import batch_clock, wait_for_idle  # noqa: E402
 
 
 def _write_events(path: Path, num_events: int, size: int = 64, seed: int = 0) -> None:
@@ -65,7 +69,6 @@ def _write_events(path: Path, num_events: int, size: int = 64, seed: int = 0) ->
 
 def _worker(args: argparse.Namespace) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -78,28 +81,7 @@ def _worker(args: argparse.Namespace) -> None:
         first = group.local_rank * threads
         os.sched_setaffinity(0, {cores[(first + k) % len(cores)] for k in range(threads)})
 
-    class BatchClock(keras.callbacks.Callback):
-        """Wall and CPU time between consecutive batch ends, in every epoch after the first.
-        CPU over wall is the share of a core this process got: well below 1 (for one thread)
-        means other jobs on the machine took the rest."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.steps: list[float] = []
-            self.wall = self.cpu = 0.0
-
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self.epoch, self.previous = epoch, None
-
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            now = (time.perf_counter(), time.process_time())
-            if self.epoch > 0 and self.previous is not None:
-                self.steps.append(now[0] - self.previous[0])
-                self.wall += now[0] - self.previous[0]
-                self.cpu += now[1] - self.previous[1]
-            self.previous = now
-
-    clock = BatchClock()
+    clock = batch_clock()  # every epoch after the first
     overrides = {
         "train.batch_size": args.batch_size, "train.epochs": args.epochs,
         "data.val_fraction": 0.0, "lr_schedule.warmup_epochs": 0,
@@ -143,31 +125,6 @@ def _worker(args: argparse.Namespace) -> None:
 
 # --- the driver ---------------------------------------------------------------------------
 
-def _cpu_idle(seconds: float = 5.0) -> float:
-    """Fraction of the machine's CPU time spent idle over ``seconds`` (Linux /proc/stat)."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as fh:
-            fields = [int(v) for v in fh.readline().split()[1:9]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    total0, idle0 = sample()
-    time.sleep(seconds)
-    total1, idle1 = sample()
-    return (idle1 - idle0) / max(1, total1 - total0)
-
-
-def _wait_for_idle(limit_s: float) -> None:
-    """Wait (up to ``limit_s``) until other jobs leave the machine at least 90% idle."""
-    if limit_s <= 0 or not os.path.exists("/proc/stat"):
-        return
-    deadline = time.monotonic() + limit_s
-    while (idle := _cpu_idle()) < 0.9 and time.monotonic() < deadline:
-        print(f"  machine {100 * (1 - idle):.0f}% busy with other work; waiting", flush=True)
-    if idle < 0.9:
-        print("  still busy; measuring anyway (see the core-share column)", flush=True)
-
-
 def _run_config(workers: int, threads: int, args: argparse.Namespace, work: Path) -> dict:
     data = work / f"events_{workers}.h5"
     if not data.exists():
@@ -201,12 +158,26 @@ def _run_config(workers: int, threads: int, args: argparse.Namespace, work: Path
 def _best(workers: int, threads: int, args: argparse.Namespace, work: Path) -> dict:
     runs = []
     for _ in range(args.repeats):
-        _wait_for_idle(args.wait_idle)
+        wait_for_idle(args.wait_idle)
         runs.append(_run_config(workers, threads, args, work))
     return max(runs, key=lambda r: r["images_per_s"])
 
 
-def main(argv: list[str] | None = None) -> int:
+def scaling(args: argparse.Namespace) -> dict:
+    """Reports of 1 worker x 1 thread (``1x1``), 2 workers x 1 thread (``2x1``) and, with
+    ``args.also_two_threads``, 1 worker x 2 threads (``1x2``), and the scaling ``efficiency``
+    rate(2x1) / (2 x rate(1x1)); ``args`` as :func:`parser` makes them."""
+    with tempfile.TemporaryDirectory(prefix="bench_horovod_") as tmp:
+        work = Path(tmp)
+        result = {"1x1": _best(1, 1, args, work), "2x1": _best(2, 1, args, work)}
+        if args.also_two_threads:
+            result["1x2"] = _best(1, 2, args, work)
+    result["efficiency"] = result["2x1"]["images_per_s"] / (2 * result["1x1"]["images_per_s"])
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line (``parser().parse_args([])`` gives the defaults)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch-size", type=int, default=64, help="per worker (the recipe's)")
     p.add_argument("--steps", type=int, default=8, help="per epoch and worker")
@@ -222,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--run-dir", help=argparse.SUPPRESS)
     p.add_argument("--report", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.worker:
         _worker(args)
         return 0
@@ -232,14 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lhc_cnn 64x64x3, batch {args.batch_size} per worker, {args.steps} steps per epoch "
           f"and worker, {args.epochs} epochs; {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f} at start", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench_horovod_") as tmp:
-        work = Path(tmp)
-        one = _best(1, 1, args, work)
-        two = _best(2, 1, args, work)
-        rows = [("1 worker x 1 thread", one), ("2 workers x 1 thread", two)]
-        if args.also_two_threads:
-            rows.append(("1 worker x 2 threads", _best(1, 2, args, work)))
-    efficiency = two["images_per_s"] / (2 * one["images_per_s"])
+    result = scaling(args)
+    one, two = result["1x1"], result["2x1"]
+    rows = [("1 worker x 1 thread", one), ("2 workers x 1 thread", two)]
+    if "1x2" in result:
+        rows.append(("1 worker x 2 threads", result["1x2"]))
+    efficiency = result["efficiency"]
 
     print(f"\n{'configuration':<22} {'images/s':>9} {'mean img/s':>11} {'epoch img/s':>12} "
           f"{'step ms':>8} {'core share':>11}")

@@ -21,6 +21,7 @@ optional fields may be absent.
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -32,10 +33,23 @@ import numpy as np
 from modelzoo.errors import DataError
 
 __all__ = ["DataError", "Field", "H5Source", "block_plan", "bytes_read", "iterate_blocks",
-           "shard_range", "stream"]
+           "rows_within", "shard_range", "stream", "window_plan"]
 
 KINDS = ("float", "int", "label")
 _BYTES_READ: dict[str, int] = {}
+# Bytes one block read may bring into memory (a shuffled stream holds MIX_BLOCKS of them per
+# window). The validation scan and the training stream read
+# blocks of rows; capped in bytes, a file of wide rows (224 x 224 x 3 images, ECoG trials) costs
+# as little memory as one of narrow rows, and a large file no more than a small one
+# (benchmarks/README.md: peak memory on a file ten times larger).
+BLOCK_BYTES = 16 * 2**20
+
+
+def rows_within(row_bytes: int, rows: int, budget: int | None = None) -> int:
+    """``rows``, or fewer so that a block of rows of ``row_bytes`` stays within ``budget``
+    (default :data:`BLOCK_BYTES`)."""
+    budget = BLOCK_BYTES if budget is None else budget
+    return max(1, min(rows, budget // max(1, row_bytes)))
 # (path, size, mtime, rows, field paths) already checked by this process: a file reopened (the
 # galaxy prior refits, evaluation after training) is not read again just to be validated.
 _VALIDATED: set[tuple] = set()
@@ -229,8 +243,9 @@ class H5Source:
         # iterator hours later.
         for f in self.fields.values():
             dset = handle[f.path]
-            for start in range(rows[0], rows[1], block_rows):
-                stop = min(start + block_rows, rows[1])
+            step = rows_within(int(np.prod(dset.shape[1:])) * dset.dtype.itemsize, block_rows)
+            for start in range(rows[0], rows[1], step):
+                stop = min(start + step, rows[1])
                 try:
                     block = dset[start:stop]
                 except (OSError, RuntimeError) as err:
@@ -339,8 +354,8 @@ def iterate_blocks(
     first_epoch: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Blocks of contiguous rows of ``start:stop`` in the order of :func:`block_plan`, one pass
-    per epoch from ``first_epoch`` (endless with ``repeat``). :func:`stream` reads the same
-    blocks in the same order, in parallel; this is the plain, one-thread form."""
+    per epoch from ``first_epoch`` (endless with ``repeat``), in this thread. :func:`stream`
+    reads the same blocks in the same order, and mixes rows across neighbouring blocks too."""
     epoch = first_epoch
     while True:
         for lo, hi, perm in block_plan(start, stop, block_rows=block_rows, shuffle=shuffle,
@@ -352,10 +367,49 @@ def iterate_blocks(
         epoch += 1
 
 
-# Blocks read at once by :func:`stream`. HDF5 runs one call at a time in a process (h5py holds
-# a global lock), so more parallel reads only overlap the permutation and the hand-over to
-# TensorFlow, and every block in flight is memory: measured in benchmarks/README.md.
+# Windows read at once by :func:`stream`. HDF5 runs one call at a time in a process (h5py holds
+# a global lock), so more parallel reads only overlap the joining, the permutation and the
+# hand-over to TensorFlow, and every window in flight is memory: measured in
+# benchmarks/README.md.
 PARALLEL_READS = 2
+# Consecutive blocks of the block plan whose rows a shuffled stream mixes: what a shuffle buffer
+# of four blocks did, in one numpy permutation instead of a tf.data operation per row.
+MIX_BLOCKS = 4
+
+
+_COLLECT_AT_EXIT: list[bool] = []
+
+
+def _collect_at_exit() -> None:
+    """Free unreachable datasets while Python still lets other threads run. A tf.data iterator
+    freed during interpreter shutdown (Keras leaves the training iterator in a reference cycle)
+    waits for its reads in flight, which wait for the GIL that a finalising interpreter no
+    longer hands out: the process would hang at exit."""
+    if not _COLLECT_AT_EXIT:
+        import atexit
+        import gc
+
+        atexit.register(gc.collect)
+        _COLLECT_AT_EXIT.append(True)
+
+
+def window_plan(
+    start: int, stop: int, *, block_rows: int, shuffle: bool, seed: int, epoch: int,
+    mix: int = MIX_BLOCKS,
+) -> list[tuple[list[tuple[int, int]], np.ndarray | None]]:
+    """The reads of one pass of :func:`stream`: the blocks of :func:`block_plan` in its order,
+    grouped by ``mix`` consecutive blocks into windows ``(blocks, permutation)``. With
+    ``shuffle``, a window's rows (its blocks joined in order) are permuted, from
+    ``(seed, epoch)`` alone."""
+    reads = block_plan(start, stop, block_rows=block_rows, shuffle=shuffle, seed=seed,
+                       epoch=epoch)
+    rng = np.random.default_rng([seed, epoch, 1])
+    windows = []
+    for i in range(0, len(reads), mix):
+        blocks = [(lo, hi) for lo, hi, _ in reads[i:i + mix]]
+        rows = sum(hi - lo for lo, hi in blocks)
+        windows.append((blocks, rng.permutation(rows) if shuffle else None))
+    return windows
 
 
 def stream(
@@ -385,20 +439,27 @@ def stream(
     straight through or was killed and resumed at ``e``, and an epoch covers the rows once
     (less the remainder that does not fill a batch).
 
-    The pipeline is tf.data over the block plan (:func:`block_plan`): ``parallel_reads`` blocks
-    (default :data:`PARALLEL_READS`) are read and permuted at once on tf.data's threads, in
-    order, and ``to_example`` runs on each block in reading order, one at a time, so a reader
-    that draws random numbers in ``to_example`` (a corruption, an augmentation) stays
-    reproducible. No Python generator runs between the reads and the model.
+    How: the pass is a list of windows (:func:`window_plan`: ``MIX_BLOCKS`` blocks of
+    ``block_rows`` rows, capped at :data:`BLOCK_BYTES` each, in shuffled order, their rows
+    permuted together). tf.data reads ``parallel_reads`` windows at once (default
+    :data:`PARALLEL_READS`) on its own threads, keeping their order; ``to_example`` runs on
+    each window in that order, one at a time, so a reader that draws random numbers there (a
+    corruption, an augmentation) stays reproducible; ``rebatch`` cuts the windows into
+    batches. No Python generator runs between the file and the model, and nothing is done per
+    row in TensorFlow.
     """
     import threading
 
     import tensorflow as tf
 
+    _collect_at_exit()
     start, stop = rows
     if stop <= start:
         raise DataError(f"{source.path}: empty row range {start}..{stop}")
     first = source.read(start, min(start + 1, stop))
+    block_rows = rows_within(sum(a.nbytes for a in first.values()), block_rows)
+    num_blocks = math.ceil((stop - start) / block_rows)
+    num_windows = math.ceil(num_blocks / MIX_BLOCKS)
     keys = tuple(first)
     block_spec = [tf.as_dtype(first[k].dtype) for k in keys]
     block_shapes = [(None,) + first[k].shape[1:] for k in keys]
@@ -408,22 +469,24 @@ def stream(
     # h5py serialises HDF5 calls anyway; the lock also covers opening the handle lazily and
     # sources that are not plain H5Sources (row views, counting files) from several threads.
     lock = threading.Lock()
+    plans: dict[int, list] = {}  # the window plans of the epochs being read
 
-    def plan(epoch):
-        reads = block_plan(start, stop, block_rows=block_rows, shuffle=shuffle, seed=seed,
-                           epoch=int(epoch))
-        lo = np.array([r[0] for r in reads], np.int64)
-        hi = np.array([r[1] for r in reads], np.int64)
-        offsets = np.concatenate([[0], np.cumsum(hi - lo)[:-1]]).astype(np.int64)
-        perm = (np.concatenate([r[2] for r in reads]) if shuffle else np.zeros(0)).astype(np.int64)
-        return lo, hi, offsets, perm
-
-    def read(lo, hi, perm):
+    def plan(epoch: int) -> list:
         with lock:
-            block = source.read(int(lo), int(hi))
-        if shuffle:
-            block = {k: v[perm] for k, v in block.items()}
-        return [block[k] for k in keys]
+            if epoch not in plans:
+                for old in [e for e in plans if e < epoch - 1]:
+                    del plans[old]
+                plans[epoch] = window_plan(start, stop, block_rows=block_rows, shuffle=shuffle,
+                                           seed=seed, epoch=epoch)
+            return plans[epoch]
+
+    def read(epoch, window):
+        blocks, perm = plan(int(epoch))[int(window)]
+        with lock:
+            parts = [source.read(lo, hi) for lo, hi in blocks]
+        arrays = [parts[0][k] if len(parts) == 1 else np.concatenate([p[k] for p in parts])
+                  for k in keys]
+        return arrays if perm is None else [a[perm] for a in arrays]
 
     def convert(*arrays):
         return list(to_example(dict(zip(keys, arrays))))
@@ -434,28 +497,19 @@ def stream(
         return tuple(arrays)
 
     def one_pass(epoch):
-        lo, hi, offsets, perm = tf.numpy_function(
-            plan, [epoch], [tf.int64] * 4, stateful=False, name="block_plan")
-
-        def read_block(lo, hi, offset):
-            block_perm = perm[offset:offset + (hi - lo)]
-            arrays = tf.numpy_function(read, [lo, hi, block_perm], block_spec, name="read_block")
-            return with_shapes(arrays, block_shapes)
+        def read_window(window):
+            return with_shapes(tf.numpy_function(read, [epoch, window], block_spec,
+                                                 name="read_window"), block_shapes)
 
         def make_example(*arrays):
             return with_shapes(tf.numpy_function(convert, list(arrays), example_spec,
                                                  name="to_example"), example_shapes)
 
-        ds = (tf.data.Dataset.from_tensor_slices((lo, hi, offsets))
-              .map(read_block, num_parallel_calls=parallel_reads or PARALLEL_READS,
+        ds = (tf.data.Dataset.range(num_windows)
+              .map(read_window, num_parallel_calls=parallel_reads or PARALLEL_READS,
                    deterministic=True)
               .map(make_example)  # one at a time, in order: see the docstring
-              .unbatch())
-        if shuffle:
-            # Mixes rows across neighbouring blocks. A fixed seed suffices: what enters the
-            # buffer is already permuted differently each epoch (by block_plan).
-            ds = ds.shuffle(min(4 * block_rows, stop - start), seed=seed)
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+              .rebatch(batch_size, drop_remainder=drop_remainder))
         if steps_per_epoch is not None:
             ds = ds.take(steps_per_epoch)
         return ds

@@ -65,7 +65,7 @@ CORE_DEFAULTS: dict[str, dict[str, Any]] = {
     "lr_schedule": {"base_batch_size": None, "scaling": "linear", "warmup_epochs": 0,
                     "decay_epochs": [], "decay_factors": []},
     "train": {"seed": 0, "fp16_allreduce": False, "allreduce_bucket_mb": 4.0,
-              "keep_checkpoints": 2},
+              "keep_checkpoints": 2, "jit_compile": "auto"},
 }
 # Sections whose keys are passed on to code that validates them itself: the optimizer's keyword
 # arguments (Keras names the unknown ones) and the builder's config (the registry does).
@@ -343,6 +343,11 @@ def compile_model(net: keras.Model, cfg: dict[str, Any], task: Any, steps_per_ep
         bucket_mb=float(train_cfg.get("allreduce_bucket_mb", 4.0)),
     )
     task.compile(net, optimizer, cfg)
+    # XLA: "auto" leaves Keras's choice (off on a machine without an accelerator); true or false
+    # decides. Measured per model by `python -m benchmarks` (benchmarks/README.md).
+    jit_compile = train_cfg.get("jit_compile", "auto")
+    if jit_compile != "auto":
+        net.jit_compile = bool(jit_compile)
 
 
 def train(

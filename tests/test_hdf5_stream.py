@@ -1,5 +1,5 @@
-"""The tf.data input path of :func:`modelzoo.hdf5.stream`: the same batches, in the same order,
-as the Python-generator pipeline it replaced, whatever the number of parallel reads."""
+"""The tf.data input path of :func:`modelzoo.hdf5.stream`: its batches are the window plan's
+rows in order, whatever the number of parallel reads; blocks are capped in bytes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modelzoo.hdf5 import Field, H5Source, iterate_blocks, stream
+from modelzoo import hdf5
+from modelzoo.hdf5 import Field, H5Source, rows_within, stream, window_plan
 
 
 @pytest.fixture(scope="module")
@@ -24,40 +25,41 @@ def to_example(block):
     return block["x"] * 2.0, block["y"]
 
 
-def generator_pipeline(source, rows, batch_size, *, shuffle, seed, block_rows, first_epoch,
-                       steps_per_epoch, drop_remainder):
-    """The pipeline before the tf.data path (from_generator over iterate_blocks), as the
-    reference order."""
-    spec = (tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int64))
-
-    def one_pass(epoch):
-        def generate(epoch):
-            for block in iterate_blocks(source, *rows, block_rows=block_rows, shuffle=shuffle,
-                                        seed=seed, repeat=False, first_epoch=int(epoch)):
-                yield to_example(block)
-
-        ds = tf.data.Dataset.from_generator(generate, args=(epoch,),
-                                            output_signature=spec).unbatch()
-        if shuffle:
-            ds = ds.shuffle(min(4 * block_rows, rows[1] - rows[0]), seed=seed)
-        return ds.batch(batch_size, drop_remainder=drop_remainder).take(steps_per_epoch)
-
-    return tf.data.Dataset.range(first_epoch, 10**9).flat_map(one_pass)
+def reference(source, rows, batch_size, *, shuffle, seed, block_rows, first_epoch, epochs,
+              steps_per_epoch):
+    """What the stream must give, in plain numpy: each epoch's windows read one after the
+    other, permuted, converted and cut into batches."""
+    batches = []
+    for epoch in range(first_epoch, first_epoch + epochs):
+        parts = []
+        for blocks, perm in window_plan(*rows, block_rows=block_rows, shuffle=shuffle,
+                                        seed=seed, epoch=epoch):
+            block = {k: np.concatenate([source.read(lo, hi)[k] for lo, hi in blocks])
+                     for k in ("x", "y")}
+            parts.append(to_example({k: v if perm is None else v[perm]
+                                     for k, v in block.items()}))
+        x, y = (np.concatenate(p) for p in zip(*parts))
+        batches += [(x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size])
+                    for i in range(steps_per_epoch)]
+    return batches
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
 @pytest.mark.parametrize("parallel_reads", [1, 3])
-def test_batches_match_the_generator_pipeline(source, shuffle, parallel_reads):
+def test_batches_are_the_window_plan_in_order(source, shuffle, parallel_reads):
     rows, batch, steps = (5, 190), 16, 11  # 185 rows: 11 full batches, the rest dropped
-    args = dict(shuffle=shuffle, seed=7, block_rows=32, first_epoch=1, steps_per_epoch=steps,
-                drop_remainder=True)
+    args = dict(shuffle=shuffle, seed=7, block_rows=8, first_epoch=1)
     new = stream(source, to_example, rows=rows, batch_size=batch, repeat=True,
-                 parallel_reads=parallel_reads, **args)
-    old = generator_pipeline(source, rows, batch, **args)
-    for a, b in zip(new.take(3 * steps), old.take(3 * steps), strict=True):
-        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
-        np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+                 parallel_reads=parallel_reads, steps_per_epoch=steps, drop_remainder=True,
+                 **args)
+    expected = reference(source, rows, batch, epochs=3, steps_per_epoch=steps, **args)
+    for a, b in zip(new.take(3 * steps), expected, strict=True):
+        np.testing.assert_array_equal(a[0].numpy(), b[0])
+        np.testing.assert_array_equal(a[1].numpy(), b[1])
         assert a[0].shape == (batch, 3) and a[1].dtype == tf.int64
+    if shuffle:  # windows of four 8-row blocks: rows mix across blocks
+        first = np.asarray(expected[0][0][:, 0] / 6, int)
+        assert len({r // 8 for r in first}) > 1
 
 
 def test_one_pass_keeps_the_remainder_and_file_order(source):
@@ -79,3 +81,17 @@ def test_a_random_to_example_is_reproducible_with_parallel_reads(source):
         return np.concatenate([b[0].numpy() for b in ds])
 
     np.testing.assert_array_equal(run(), run())
+
+
+def test_blocks_are_capped_in_bytes(source, monkeypatch):
+    assert rows_within(row_bytes=1000, rows=512, budget=64_000) == 64
+    assert rows_within(row_bytes=10**9, rows=512, budget=64_000) == 1
+    assert rows_within(row_bytes=10, rows=512, budget=64_000) == 512
+    monkeypatch.setattr(hdf5, "BLOCK_BYTES", 5 * 20)  # five rows of x (12 bytes) and y (8)
+    ds = stream(source, to_example, rows=(0, 203), batch_size=7, shuffle=True, seed=2,
+                block_rows=64)
+    x = np.concatenate([b[0].numpy() for b in ds])
+    assert sorted(x[:, 0] / 6) == list(range(203))  # every row once
+    # A window is four capped blocks: the first batch comes from four of them at most.
+    assert len({int(r) // 5 for r in x[:7, 0] / 6}) <= 4
+
