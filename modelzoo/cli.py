@@ -141,7 +141,7 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
         keys = [args.key] if args.key else pretrained.list_pretrained()
         failed = False
         for key in keys:
-            outcome = reproduce.verify(key)
+            outcome = reproduce.verify(key, full=args.full)
             failed |= bool(outcome["problems"])
             status = "FAIL " + "; ".join(outcome["problems"]) if outcome["problems"] else "ok"
             print(f"{key}: {status}")
@@ -262,6 +262,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="publish: recipe overrides")
     p.add_argument("--description", default="", help="publish: one line for the manifest")
+    p.add_argument("--full", action="store_true",
+                   help="verify on the full evaluation set, not the entry's quick check set")
     p.add_argument("--tolerance", help='publish: JSON {"metric": relative tolerance} for recreate')
     p.set_defaults(func=_cmd_pretrained)
 

@@ -157,7 +157,8 @@ def operating_point(
     effective = effective_count(kept)
     if effective < min_background:
         raise DataError(
-            f"the selection keeps {kept.size} background events ({effective:.1f} effective, "
+            f"the selection keeps {kept.size} background event{'' if kept.size == 1 else 's'} "
+            f"({effective:.1f} effective, "
             f"weighted) of {int((~labels).sum())}; an operating point needs at least "
             f"{min_background:g}: evaluate on more background events"
         )
