@@ -102,8 +102,14 @@ def data_files(model: str, entry: dict[str, Any], rows: int, folder: Path,
         raise SystemExit(f"{model}: no count among the generator arguments {sorted(template)}")
     probe_factor = PROBE / max(counts)
     probe = generate(recipe["generator"], scaled(template, probe_factor), folder)
-    per_factor = training_rows(model, probe, entry["recipe"]) / probe_factor
-    factor = 1.1 * rows / per_factor  # 10% margin: class splits round down
+    probe_rows = training_rows(model, probe, entry["recipe"])
+    # At least a few of the stream's windows (MIX_BLOCKS blocks of BLOCK_BYTES), so that the
+    # 10x file compares a training with full read buffers, not a file smaller than one window.
+    from modelzoo.hdf5 import BLOCK_BYTES, MIX_BLOCKS
+
+    row_bytes = os.path.getsize(probe) / probe_rows
+    rows = max(rows, math.ceil(MIX_BLOCKS * BLOCK_BYTES / row_bytes)) if memory else rows
+    factor = 1.1 * rows / (probe_rows / probe_factor)  # 10% margin: class splits round down
     default = generate(recipe["generator"], scaled(template, factor), folder)
     large = generate(recipe["generator"], scaled(template, 10 * factor), folder) if memory \
         else None
@@ -125,7 +131,8 @@ def run_child(spec: dict[str, Any], folder: Path, name: str,
                           cwd=ROOT)
     seconds = time.perf_counter() - start
     if proc.returncode != 0 or not out_path.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
+        tail = [line for line in (proc.stderr or proc.stdout).strip().splitlines()
+                if not line.startswith(("I0000", "W0000", "WARNING: All log"))][-12:]
         print(f"  {name} failed after {seconds:.0f} s:\n    " + "\n    ".join(tail), flush=True)
         return {"error": tail[-1] if tail else f"exit {proc.returncode}", "seconds": seconds}
     report = json.loads(out_path.read_text())
@@ -150,14 +157,17 @@ def summarise(model: str, timing: dict, memory: dict | None, matmul: float) -> d
         reader=timing["reader"]["samples_per_s"],
         reader_over_zoo=timing["reader"]["samples_per_s"] / zoo,
         inference=timing["inference"]["samples_per_s"],
-        inference_peak_mb=timing["inference"]["peak_mb"], train_peak_mb=timing["train_peak_mb"],
+        inference_peak_mb=timing["inference"]["peak_mb"],
+        train_peak_mb=timing["zoo"].get("fit_peak_mb"), run_peak_mb=timing["train_peak_mb"],
     )
     if memory is not None:
         if "error" in memory:
             row["memory_error"] = memory["error"]
         else:
-            row["train_peak_10x_mb"] = memory["train_peak_mb"]
-            row["memory_growth"] = memory["train_peak_mb"] / timing["train_peak_mb"] - 1
+            row["train_peak_10x_mb"] = memory["zoo"].get("fit_peak_mb")
+            row["memory_growth"] = row["train_peak_10x_mb"] / row["train_peak_mb"] - 1
+            row["run_peak_10x_mb"] = memory["train_peak_mb"]
+            row["run_memory_growth"] = memory["train_peak_mb"] / timing["train_peak_mb"] - 1
     return row
 
 
@@ -179,12 +189,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m.get('memory_gb', '?')} GB; load average {result['load_before'][0]:.2f} before, "
         f"{result['load_after'][0]:.2f} after. numpy float32 matmul: "
         f"{result['matmul_gflops'][0]:.0f} GFLOP/s at the start, "
-        f"{result['matmul_gflops'][1]:.0f} at the end (the smaller is the reference). "
+        f"{result['matmul_gflops'][1]:.0f} at the end (the larger is the reference). "
         f"{result['settings']}.",
         "",
         "| model | batch | zoo samples/s | plain fit samples/s | zoo / plain | train GFLOP per "
         "sample | zoo GFLOP/s | fraction of matmul | reader samples/s (x zoo) | inference "
-        "samples/s | inference peak MB | train peak MB | 10x file MB (growth) |",
+        "samples/s | inference peak MB | training peak MB | 10x file: training peak MB "
+        "(growth) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["models"]:
@@ -256,10 +267,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-memory", dest="memory", action="store_false",
                    help="skip the run on the 10x file")
     p.add_argument("--options", action="store_true", help="also measure the speed options")
+    p.add_argument("--options-only", action="store_true",
+                   help="only the speed options (and Horovod with --horovod), no model table")
     p.add_argument("--option-models", nargs="+", default=["lhc_cnn", "cosmo_cnn"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--horovod", action="store_true",
                    help="also lhc_cnn's 1 -> 2 worker Horovod scaling (about 2 minutes)")
+    p.add_argument("--prepare", action="store_true",
+                   help="only write the data files (cached in OUTPUT/data) and stop")
     p.add_argument("--wait-idle", type=float, default=0, metavar="S",
                    help="first wait up to S seconds for other jobs to leave the machine idle")
     return p.parse_args(argv)
@@ -269,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     import modelzoo
 
-    models = modelzoo.list_models(args.models)
-    if not models:
+    models = [] if args.options_only else modelzoo.list_models(args.models)
+    args.options = args.options or args.options_only
+    if not models and not args.options_only:
         raise SystemExit(f"no registered model matches {args.models}")
     out = Path(args.output)
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -290,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model}: batch {batch}", flush=True)
         default, large = data_files(model, entry, (args.warmup + args.steps) * batch,
                                     out / "data", args.memory)
+        if args.prepare:
+            continue
         spec = {"model": model, "recipe": entry["recipe"], "batch_size": batch,
                 "warmup": args.warmup, "steps": args.steps, "budget_s": args.budget,
                 "work": str(out / "measurements")}
@@ -306,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  zoo {row['zoo']:.1f}/s, plain {row['plain']:.1f}/s (ratio "
                   f"{row['ratio']:.2f}), {row['fraction']:.2f} of matmul, reader "
                   f"{row['reader']:.0f}/s, {timing['seconds']:.0f} s", flush=True)
+    if args.prepare:
+        return 0
     if args.options:
         result["options"] = {}
         for model in modelzoo.list_models(args.option_models):
@@ -329,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     if args.horovod:
         result["horovod"] = horovod(64)
-    # Second reading of the reference: the smaller one is what the machine gave during the run.
+    # Second reading of the reference; the larger is what the machine can do (other jobs on a
+    # shared machine lower either).
     result["matmul_gflops"].append(matmul_gflops())
-    reference = min(result["matmul_gflops"])
+    reference = max(result["matmul_gflops"])
     for row, model in zip(result["models"], models):
         if "error" not in row:
             result["models"][models.index(model)] = summarise(

@@ -21,7 +21,7 @@ SPEC holds ``model``, ``data``, ``recipe`` (the resolved recipe the model was sh
     only plain ``model.fit`` on in-memory samples, for the speed options (``variant``).
 
 Variants: ``baseline``; ``xla`` (``train.jit_compile``); ``mixed_bfloat16`` and
-``mixed_float16`` (the global Keras dtype policy while the model is built); ``nchw`` (Keras's
+``mixed_float16`` (``train.precision``); ``nchw`` (Keras's
 ``channels_first``, the model built for transposed inputs); thread settings come from the
 driver as ``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS``.
 """
@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import batch_clock, peak_rss_mb, reset_peak_rss  # noqa: E402
 from modelzoo import distributed, training  # noqa: E402
-from modelzoo.registry import build  # noqa: E402
+from modelzoo.registry import build, get_spec  # noqa: E402
 
 
 def forward_flops(model: keras.Model) -> float:
@@ -109,7 +109,8 @@ def to_layout(arrays: tuple[np.ndarray, ...], variant: str) -> tuple[np.ndarray,
 def model_config(cfg: dict[str, Any], variant: str) -> dict[str, Any]:
     config = dict(cfg["model"]["config"])
     if variant == "nchw":
-        shape = tuple(config.get("input_shape") or ())
+        shape = tuple(config.get("input_shape")
+                      or get_spec(cfg["model"]["name"]).defaults.get("input_shape") or ())
         if len(shape) != 3:
             raise SystemExit("the nchw variant needs a builder with a 3-d input_shape")
         config["input_shape"] = (shape[2], shape[0], shape[1])
@@ -121,7 +122,8 @@ def inference(cfg: dict[str, Any], arrays: tuple[np.ndarray, ...], batch_size: i
     """Predictions per second of a freshly built model on ``arrays[0]``, after one warm-up
     pass, and the process's peak memory by then."""
     keras.utils.set_random_seed(int(cfg["train"]["seed"]))
-    net = build(cfg["model"]["name"], **cfg["model"]["config"])
+    with training.dtype_policy(training.precision_policy(cfg)):
+        net = build(cfg["model"]["name"], **cfg["model"]["config"])
     x = arrays[0]
     net.predict(x, batch_size=batch_size, verbose=0)  # trace
     passes, start = 0, time.perf_counter()
@@ -140,10 +142,18 @@ def zoo_training(spec: dict[str, Any], overrides: dict[str, Any], work: str,
     """Training through ``modelzoo.training.train``, timed per step after the warm-up."""
     clock = batch_clock(skip_epochs=0, skip_steps=spec["warmup"], stop_after=stop_after,
                         budget_s=spec["budget_s"])
+    peak = {}
+
+    class FitPeak(keras.callbacks.Callback):
+        # The training loop's own peak, before the task's finalize (batch-norm recalibration,
+        # prior fits) that runs over up to a fixed number of training rows afterwards.
+        def on_train_end(self, logs: dict | None = None) -> None:
+            peak["fit_peak_mb"] = peak_rss_mb()
+
     training.train(spec["model"], spec["data"], run_dir=os.path.join(work, "run"),
                    recipe=spec["recipe"], overrides=overrides, resume=False, verbose=0,
-                   callbacks=[clock])
-    return rate(clock, spec["batch_size"]), clock.batches
+                   callbacks=[clock, FitPeak()])
+    return {**rate(clock, spec["batch_size"]), **peak}, clock.batches
 
 
 def reader(task: Any, spec: dict[str, Any], cfg: dict[str, Any], group: Any,
@@ -167,7 +177,8 @@ def plain_fit(task: Any, spec: dict[str, Any], cfg: dict[str, Any], group: Any,
     batch_size = spec["batch_size"]
     steps = num_samples(arrays) // batch_size
     keras.utils.set_random_seed(int(cfg["train"]["seed"]))
-    net = build(cfg["model"]["name"], **model_config(cfg, variant))
+    with training.dtype_policy(training.precision_policy(cfg)):
+        net = build(cfg["model"]["name"], **model_config(cfg, variant))
     training.compile_model(net, cfg, task, steps, group)  # train.jit_compile included
     arrays = to_layout(arrays, variant)
     clock = batch_clock(skip_epochs=0, skip_steps=spec["warmup"])
@@ -183,8 +194,6 @@ def main(argv: list[str]) -> int:
     with open(argv[0]) as fh:
         spec = json.load(fh)
     variant = spec.get("variant", "baseline")
-    if variant.startswith("mixed_"):
-        keras.config.set_dtype_policy(variant)
     if variant == "nchw":
         keras.config.set_image_data_format("channels_first")
     overrides = {"train.batch_size": spec["batch_size"], "train.epochs": 1,
@@ -192,6 +201,8 @@ def main(argv: list[str]) -> int:
                  **spec.get("overrides", {})}
     if variant == "xla":
         overrides["train.jit_compile"] = True
+    if variant.startswith("mixed_"):
+        overrides["train.precision"] = variant
     cfg, task = training.resolve(spec["model"], spec["data"], recipe=spec["recipe"],
                                  overrides=overrides)
     group = distributed.init()

@@ -215,7 +215,9 @@ class ECoGClassification(Task):
     ) -> Datasets:
         trials = self.open(path, data_cfg)
         split = split_indices(trials.num_trials, data_cfg)
-        view = trials.view(np.concatenate([split["train"], split["val"]]))
+        # Each part in file order: the stream shuffles (blocks, then rows across neighbouring
+        # blocks), and near-contiguous rows are read as slices, not row by row.
+        view = trials.view(np.concatenate([np.sort(split["train"]), np.sort(split["val"])]))
         n_train = len(split["train"])
         return split_streams(
             view, trials.to_example, (0, n_train), (n_train, view.num_rows),
