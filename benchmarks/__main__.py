@@ -18,8 +18,10 @@ recipe the model was shipped with), in a fresh process per measurement:
 * with ``--horovod``, the 1 -> 2 worker scaling of ``lhc_cnn`` (``benchmarks/bench_horovod.py``).
 
 Data: each model's file is written by its case's generator with the arguments of its shipped
-data recipe, scaled down to what ``--warmup`` + ``--steps`` batches need (and ten times that
-for the memory run); the files are cached in ``OUTPUT/data``. Timing: the median step after
+data recipe, scaled down to what ``--warmup`` + ``--steps`` batches need (at least one of the
+stream's read windows for the memory run) and ten times that for the memory run (its rows
+repeated where the generator is slow: Pythia, GalSim); the files are cached in
+``OUTPUT/data``. Timing: the median step after
 ``--warmup`` steps; a model whose timed steps pass ``--budget`` seconds stops early (at least
 three steps). See benchmarks/README.md.
 """
@@ -45,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Generator arguments that count what is written (events, maps, trials, stamps, images).
 COUNT = re.compile(r"^(n_\w+|maps_per_class)$")
 PROBE = 16  # the largest count of the small file that tells rows per count
+# Where writing the 10x file would take longer than this, it repeats the default file's rows.
+SLOW_GENERATOR_S = 120
 VARIANTS = ("baseline", "xla", "mixed_bfloat16", "threads_1x2", "threads_2x1", "threads_2x2",
             "nchw")
 THREADS = {"threads_1x2": (1, 2), "threads_2x1": (2, 1), "threads_2x2": (2, 2)}
@@ -79,8 +83,41 @@ def generate(kind: str, args: dict[str, Any], folder: Path) -> str:
     if not path.exists():
         start = time.perf_counter()
         reproduce.generate(kind, str(path), args)
-        print(f"  wrote {path.name} ({kind}, {time.perf_counter() - start:.0f} s)", flush=True)
+        seconds = time.perf_counter() - start
+        print(f"  wrote {path.name} ({kind}, {seconds:.0f} s)", flush=True)
+        path.with_suffix(".seconds").write_text(f"{seconds:.1f}\n")
     return str(path)
+
+
+def tiled(path: str, factor: int) -> str:
+    """``path`` with its rows repeated ``factor`` times (every dataset as long as the longest
+    one; the others and the attributes as they are): a large file in the same layout where the
+    generator is too slow to write one (Pythia, GalSim), for the memory run only."""
+    import h5py
+
+    out = Path(path).with_name(f"{Path(path).stem}-x{factor}.h5")
+    if out.exists():
+        return str(out)
+    partial = out.with_suffix(".partial")
+    with h5py.File(path, "r") as src, h5py.File(partial, "w") as dst:
+        datasets: dict[str, h5py.Dataset] = {}
+        src.visititems(lambda name, obj: datasets.setdefault(name, obj)
+                       if isinstance(obj, h5py.Dataset) else None)
+        rows = max(d.shape[0] for d in datasets.values() if d.ndim)
+        dst.attrs.update(dict(src.attrs))
+        for name, d in datasets.items():
+            if not d.ndim or d.shape[0] != rows:
+                src.copy(d, dst, name=name)
+                continue
+            copy = dst.create_dataset(name, (rows * factor, *d.shape[1:]), d.dtype,
+                                      chunks=d.chunks, compression=d.compression)
+            copy.attrs.update(dict(d.attrs))
+            block = d[:]
+            for k in range(factor):
+                copy[k * rows:(k + 1) * rows] = block
+    partial.rename(out)
+    print(f"  wrote {out.name} ({factor} x the rows of {Path(path).name})", flush=True)
+    return str(out)
 
 
 def training_rows(model: str, path: str, recipe: dict[str, Any]) -> int:
@@ -103,17 +140,23 @@ def data_files(model: str, entry: dict[str, Any], rows: int, folder: Path,
     probe_factor = PROBE / max(counts)
     probe = generate(recipe["generator"], scaled(template, probe_factor), folder)
     probe_rows = training_rows(model, probe, entry["recipe"])
-    # At least a few of the stream's windows (MIX_BLOCKS blocks of BLOCK_BYTES), so that the
-    # 10x file compares a training with full read buffers, not a file smaller than one window.
+    # At least one of the stream's windows (MIX_BLOCKS blocks of at most 512 rows and
+    # BLOCK_BYTES), so that the 10x file compares a training with full read buffers, not one on
+    # a file smaller than a window.
     from modelzoo.hdf5 import BLOCK_BYTES, MIX_BLOCKS
 
     row_bytes = os.path.getsize(probe) / probe_rows
-    rows = max(rows, math.ceil(MIX_BLOCKS * BLOCK_BYTES / row_bytes)) if memory else rows
+    window = MIX_BLOCKS * min(512, math.ceil(BLOCK_BYTES / row_bytes))
+    rows = max(rows, window) if memory else rows
     factor = 1.1 * rows / (probe_rows / probe_factor)  # 10% margin: class splits round down
     default = generate(recipe["generator"], scaled(template, factor), folder)
-    large = generate(recipe["generator"], scaled(template, 10 * factor), folder) if memory \
-        else None
-    return default, large
+    if not memory:
+        return default, None
+    seconds = float(Path(default).with_suffix(".seconds").read_text()) \
+        if Path(default).with_suffix(".seconds").exists() else 0.0
+    if 10 * seconds > SLOW_GENERATOR_S:
+        return default, tiled(default, 10)
+    return default, generate(recipe["generator"], scaled(template, 10 * factor), folder)
 
 
 def run_child(spec: dict[str, Any], folder: Path, name: str,

@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["lhc_cnn", "climate_patch_cnn"])
-    p.add_argument("--batches", type=int, default=300)
+    p.add_argument("--batches", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--epoch-batches", type=int, default=100)
+    p.add_argument("--epoch-batches", type=int, default=20)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--output", default="runs/bench")
     args = p.parse_args(argv)

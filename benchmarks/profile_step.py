@@ -48,7 +48,9 @@ def op_times(logdir: str) -> list[tuple[str, str, float]]:
                 continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
-                if ":" in name:  # an op ("scope:kernel"); the rest is executor bookkeeping
+                # An op is "scope:kernel"; "ExecutorState::Process" and the like are the
+                # executor's own spans around them.
+                if ":" in name and "::" not in name:
                     scope, kernel = name.rsplit(":", 1)
                     ops.append((scope, kernel, event.duration_ps / 1e12))
     return ops
