@@ -139,7 +139,7 @@ class LHCClassification(Task):
             "auc_weighted": metrics.roc_auc(labels, scores, weights),
         }
         if "passes_selection" in pred:
-            result.update(_operating_point(pred, data_cfg))
+            result.update(_operating_point(pred, data_cfg, group.is_root))
         if output_dir and group.is_root:
             os.makedirs(output_dir, exist_ok=True)
             with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
@@ -148,7 +148,7 @@ class LHCClassification(Task):
         return result
 
 
-def _operating_point(pred: dict[str, np.ndarray], data_cfg: dict) -> dict:
+def _operating_point(pred: dict[str, np.ndarray], data_cfg: dict, report: bool) -> dict:
     """The paper's comparison with bootstrap intervals, stratified by the generator's process
     (pT-hat slice) where the file records it; or, when too few background events pass the
     selection to fix its FPR, the reason instead of the numbers."""
@@ -165,7 +165,8 @@ def _operating_point(pred: dict[str, np.ndarray], data_cfg: dict) -> dict:
             replicates=int(data_cfg.get("bootstrap_replicates", 1000)),
         )
     except DataError as err:
-        print(f"lhc_classification: no operating point: {err}", file=sys.stderr)
+        if report:
+            print(f"lhc_classification: no operating point: {err}", file=sys.stderr)
         return {**counts, "operating_point_refused": str(err)}
     return point.as_dict()
 
