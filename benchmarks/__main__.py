@@ -101,8 +101,12 @@ def tiled(path: str, factor: int) -> str:
     partial = out.with_suffix(".partial")
     with h5py.File(path, "r") as src, h5py.File(partial, "w") as dst:
         datasets: dict[str, h5py.Dataset] = {}
-        src.visititems(lambda name, obj: datasets.setdefault(name, obj)
-                       if isinstance(obj, h5py.Dataset) else None)
+
+        def collect(name: str, obj: Any) -> None:  # visititems stops at a returned value
+            if isinstance(obj, h5py.Dataset):
+                datasets[name] = obj
+
+        src.visititems(collect)
         rows = max(d.shape[0] for d in datasets.values() if d.ndim)
         dst.attrs.update(dict(src.attrs))
         for name, d in datasets.items():
