@@ -38,11 +38,12 @@ __all__ = ["DataError", "Field", "H5Source", "block_plan", "bytes_read", "iterat
 KINDS = ("float", "int", "label")
 _BYTES_READ: dict[str, int] = {}
 # Bytes one block read may bring into memory (a shuffled stream holds MIX_BLOCKS of them per
-# window). The validation scan and the training stream read
+# window, and a few windows are in flight). The validation scan and the training stream read
 # blocks of rows; capped in bytes, a file of wide rows (224 x 224 x 3 images, ECoG trials) costs
-# as little memory as one of narrow rows, and a large file no more than a small one
-# (benchmarks/README.md: peak memory on a file ten times larger).
-BLOCK_BYTES = 16 * 2**20
+# as little memory as one of narrow rows, and a large file no more than a small one: at 16 MB
+# the peak of training cosmo_cnn grew 30% on a file ten times larger, at 4 MB 7%, at the same
+# speed (benchmarks/README.md).
+BLOCK_BYTES = 4 * 2**20
 
 
 def rows_within(row_bytes: int, rows: int, budget: int | None = None) -> int:
