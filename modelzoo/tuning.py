@@ -261,14 +261,15 @@ def open_study(args: argparse.Namespace, sampler_seed: int | None = None):
                                load_if_exists=True)
 
 
-def _counts(study) -> tuple[int, int]:
-    """(finished trials, finished + running + waiting)."""
+def _counts(study) -> tuple[int, int, int]:
+    """(finished trials, finished + running + waiting, waiting)."""
     from optuna.trial import TrialState
 
     states = [t.state for t in study.get_trials(deepcopy=False)]
     finished = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
-    active = finished + sum(s in (TrialState.RUNNING, TrialState.WAITING) for s in states)
-    return finished, active
+    waiting = sum(s == TrialState.WAITING for s in states)
+    active = finished + waiting + sum(s == TrialState.RUNNING for s in states)
+    return finished, active, waiting
 
 
 def _fixed(args: argparse.Namespace) -> dict[str, Any]:
@@ -345,8 +346,10 @@ def work(args: argparse.Namespace, worker_index: int = 0) -> int:
     while True:
         with _lock(lock):
             optuna.storages.fail_stale_trials(study)  # dead workers' trials -> retried
-            finished, active = _counts(study)
-            trial = study.ask() if active < args.trials else None
+            finished, active, waiting = _counts(study)
+            # A waiting trial (the retry of a dead worker's) is taken even when the count is
+            # reached: it is part of that count, and nobody else would ever run it.
+            trial = study.ask() if active < args.trials or waiting else None
             if trial is not None:
                 # Before the lock is released: a worker killed between taking a trial and its
                 # first heartbeat would otherwise leave a RUNNING trial that never goes stale,

@@ -203,3 +203,28 @@ def test_the_command_line_refuses_an_unknown_model(tmp_path):
     args = parser.parse_args(["no_such_model", "--data", "x.h5", "--output", str(tmp_path)])
     with pytest.raises(Exception, match="no_such_model"):
         tuning.run(args)
+
+
+@pytest.mark.timeout(120)  # the bug this guards against is a hang
+def test_waiting_retries_are_run_even_when_they_fill_the_trial_count(tmp_path, monkeypatch):
+    """One finished trial and two waiting retries of dead workers' trials make the count of
+    three: a worker must run the two, not wait for someone else to (a resumed search hung so)."""
+    import argparse
+
+    from modelzoo import tuning
+
+    parser = argparse.ArgumentParser()
+    tuning.add_arguments(parser)
+    args = parser.parse_args(["ecog_logreg", "--data", "unused.h5", "--trials", "3",
+                              "--output", str(tmp_path / "tune"), "--heartbeat", "1"])
+    (tmp_path / "tune").mkdir()
+    study = tuning.open_study(args)
+    done = study.ask()
+    study.tell(done, 1.0)
+    params = {"optimizer.learning_rate": 1e-3}
+    study.enqueue_trial(params, skip_if_exists=False)
+    study.enqueue_trial(params, skip_if_exists=False)
+    monkeypatch.setattr(tuning, "run_trial", lambda *a, **k: 0.5)
+    assert tuning.work(args) == 2
+    states = [t.state for t in _study(tmp_path / "tune").get_trials()]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 3
