@@ -9,8 +9,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 venv:
 	bash scripts/setup_env.sh
 
-# The demo: fresh Pythia 8 events the shipped model has never seen; the shipped lhc_cnn against
-# the physics selection on them; a short training from scratch through the same path a cluster
+# The demo: fresh Pythia 8 events the shipped model has never seen; the shipped lhc_cnn on them
+# (too few background events for the selection's operating point: the evaluation says so); a short training from scratch through the same path a cluster
 # job takes; per-event scores for every event. About 4 minutes after set-up on 2 cores.
 DEMO ?= runs/demo
 DEMO_EVENTS ?= 1000
@@ -20,7 +20,7 @@ demo: venv
 	$(PY) -m modelzoo.cli evaluate lhc_cnn --weights default --data $(DEMO)/events.h5 --output $(DEMO)/shipped
 	$(PY) -m modelzoo.cli train lhc_cnn --data $(DEMO)/events.h5 --output $(DEMO)/lhc_cnn --epochs 1 --verbose 2 --no-resume
 	$(PY) -m modelzoo.cli predict lhc_cnn --weights $(DEMO)/lhc_cnn --data $(DEMO)/events.h5 --output $(DEMO)/scores.h5
-	@echo "demo outputs: $(DEMO)/shipped/{metrics.json,roc.png} (shipped lhc_cnn vs the physics selection), $(DEMO)/lhc_cnn (the run folder), $(DEMO)/scores.h5 (per-event scores)"
+	@echo "demo outputs: $(DEMO)/shipped/{metrics.json,roc.png} (the shipped lhc_cnn: AUC, and the physics-selection comparison or why there are too few events for it), $(DEMO)/lhc_cnn (the run folder), $(DEMO)/scores.h5 (per-event scores)"
 
 test: venv
 	$(VENV)/bin/ruff check modelzoo tests benchmarks scripts setup.py
