@@ -275,6 +275,22 @@ def markdown(result: dict[str, Any]) -> str:
                     rel = f" ({r['samples_per_s'] / base:.2f})" if base else ""
                     cells.append(f"{r['samples_per_s']:.1f}{rel}")
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        reference = max(result["matmul_gflops"])
+        rows = []
+        for model, variants in result["options"].items():
+            flops = variants.get("baseline", {}).get("forward_flops")
+            if not flops:
+                continue
+            fractions = {v: 3 * flops * variants[v]["samples_per_s"] / 1e9 / reference
+                         for v in ("baseline", "mixed_bfloat16")
+                         if "samples_per_s" in variants.get(v, {})}
+            if len(fractions) == 2:
+                rows.append(f"| {model} | {fractions['baseline']:.2f} | "
+                            f"{fractions['mixed_bfloat16']:.2f} |")
+        if rows:
+            lines += ["", "Fraction of numpy's float32 matmul rate reached by plain `fit` "
+                      "(3 x forward FLOPs per sample), float32 against mixed bfloat16:", "",
+                      "| model | float32 | mixed_bfloat16 |", "|---|---|---|", *rows]
     if result.get("horovod"):
         h = result["horovod"]
         if "error" in h:
@@ -390,7 +406,10 @@ def main(argv: list[str] | None = None) -> int:
                        "TF_NUM_INTEROP_THREADS": str(threads[1])} if threads else None
                 report = run_child({**spec, "variant": "baseline" if threads else variant},
                                    out / "measurements", f"{model}-{variant}", env)
-                result["options"][model][variant] = report.get("plain", report)
+                result["options"][model][variant] = {
+                    **report.get("plain", report),
+                    **({"forward_flops": report["forward_flops"]}
+                       if "forward_flops" in report else {})}
                 print(f"  {model} {variant}: "
                       f"{report.get('plain', {}).get('samples_per_s', float('nan')):.1f}/s",
                       flush=True)

@@ -220,6 +220,10 @@ def main(argv: list[str]) -> int:
     if spec["kind"] == "plain":
         report["plain"] = plain_fit(task, spec, cfg, group,
                                     first_samples(warmup + spec["steps"]), variant)
+        if variant == "baseline":  # the FLOP count every variant's fraction of matmul uses
+            keras.utils.set_random_seed(int(cfg["train"]["seed"]))
+            report["forward_flops"] = forward_flops(build(cfg["model"]["name"],
+                                                          **model_config(cfg, variant)))
     else:
         report["inference"] = inference(cfg, first_samples(4), batch_size, spec["budget_s"] / 4)
         report["peak_reset"] = reset_peak_rss()

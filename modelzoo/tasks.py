@@ -178,3 +178,22 @@ def split_streams(
         validation_steps = -(-(val_shard[1] - val_shard[0]) // batch_size)
     return Datasets(train, steps, validation, num_train, val_rows[1] - val_rows[0],
                     validation_steps)
+
+
+def augment_stream(train: Any, transform: Callable[[Any, Any], Any], *, seed: int,
+                   first_step: int) -> Any:
+    """``train`` (an endless dataset of ``(images, ...)`` tuples) with ``images`` replaced by
+    ``transform(images, step_seed)``, a random symmetry of the data drawn statelessly.
+
+    Batch ``n`` (counted from the run's first step, ``first_step`` for a resumed run) gets the
+    seed ``(seed, n)``: a resumed run sees the same augmented batches as one that went straight
+    through.
+    """
+    import tensorflow as tf
+
+    def apply(step, batch):
+        return (transform(batch[0], tf.stack([tf.constant(seed, tf.int64), step])), *batch[1:])
+
+    return (train.enumerate(start=first_step)
+            .map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))

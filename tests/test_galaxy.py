@@ -264,6 +264,26 @@ def test_training_loss_is_the_elbo_under_the_current_prior():
     assert training_loss(mixture, x) == pytest.approx(want, abs=0.08)
 
 
+def test_mixed_bfloat16_trains_with_float32_densities():
+    # train.precision=auto picks mixed_bfloat16 on bfloat16 hardware: the convolutions run in
+    # bfloat16, the posterior, prior, likelihood and ELBO in float32 (TFP's distributions need
+    # one dtype; the summed log-density needs float32's mantissa).
+    from modelzoo.training import dtype_policy
+
+    with dtype_policy("mixed_bfloat16"):
+        model = modelzoo.get("galaxy_vae", image_size=16, filters=(4, 8), hidden_units=(8,),
+                             latent_dim=2, prior_components=2, seed=0)
+    assert model.get_layer("encoder").get_layer("enc_conv1").compute_dtype == "bfloat16"
+    for name in ("reparameterize", "elbo"):
+        assert model.get_layer(name).compute_dtype == "float32"
+    model.compile(optimizer="adam")
+    x = np.random.default_rng(0).normal(size=(8, 16, 16, 1)).astype(np.float32)
+    history = model.fit(x, epochs=2, batch_size=4, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+    mean, variance = model(x)
+    assert mean.dtype == variance.dtype == "float32"
+
+
 def test_prior_refits_need_a_mixture_prior():
     from modelzoo.distributed import ProcessGroup
     from modelzoo.registry import get_task

@@ -38,3 +38,23 @@ def test_outputs_are_class_probabilities():
     probs = model.predict(np.random.default_rng(0).random((4, 16, 16, 3), np.float32), verbose=0)
     assert probs.shape == (4, 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_mixed_bfloat16_keeps_the_probabilities_float32():
+    import pytest
+
+    from modelzoo.errors import ConfigError
+    from modelzoo.training import dtype_policy, precision_policy
+
+    with dtype_policy(precision_policy({"train": {"precision": "mixed_bfloat16"}})):
+        model = modelzoo.get("lhc_cnn", input_shape=(16, 16, 3), filters=8, dense_units=8)
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    x = np.zeros((2, 16, 16, 3), np.float32)
+    x[0, 3, 4] = 1.0
+    probs = model(x)
+    assert probs.dtype == "float32"
+    # 1 - p below bfloat16's resolution near 1 (2^-8) is still resolved.
+    assert model.get_layer("class_probabilities").compute_dtype == "float32"
+    assert np.isclose(float(np.sum(probs[0])), 1.0, rtol=1e-6)
+    with pytest.raises(ConfigError, match="train.precision"):
+        precision_policy({"train": {"precision": "bf16"}})

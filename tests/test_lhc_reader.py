@@ -183,3 +183,58 @@ def test_not_an_lhc_file(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="cannot be opened"):
         open_lhc(tmp_path / "nope.h5")
+
+
+def _cylinder_images(image: np.ndarray) -> list[np.ndarray]:
+    """Every image the detector's symmetries make of one (phi, eta, C) image."""
+    out = []
+    for shift in range(image.shape[0]):
+        rolled = np.roll(image, -shift, axis=0)
+        for phi_flip in (False, True):
+            for eta_flip in (False, True):
+                x = rolled[::-1] if phi_flip else rolled
+                out.append(x[:, ::-1] if eta_flip else x)
+    return out
+
+
+def test_symmetry_augmentation_moves_only_training_images_and_resumes(benchmark_file):
+    from modelzoo.distributed import ProcessGroup
+    from modelzoo.errors import ConfigError
+    from modelzoo.lhc.task import LHCClassification, detector_symmetries
+
+    task, group = LHCClassification(), ProcessGroup()
+    cfg = {"val_fraction": 0.25, "transform": "none",
+           "augment": ["phi_rotation", "phi_reflection", "eta_reflection"]}
+
+    def streams(data_cfg: dict, first_epoch: int = 0):
+        return task.datasets(benchmark_file, dict(data_cfg), 8, group, seed=3,
+                             first_epoch=first_epoch)
+
+    plain_cfg = {k: v for k, v in cfg.items() if k != "augment"}
+    augmented, plain = streams(cfg), streams(plain_cfg)
+    assert augmented.steps_per_epoch == 6  # 48 training events of the 64
+    straight = [b for b in augmented.train.take(18)]
+    originals = [b for b in plain.train.take(6)]
+    shifts = set()
+    for (xa, ya, wa), (xo, yo, wo) in zip(straight[:6], originals, strict=True):
+        np.testing.assert_array_equal(ya, yo)
+        np.testing.assert_array_equal(wa, wo)
+        for a, o in zip(xa.numpy(), xo.numpy(), strict=True):
+            matches = [i for i, g in enumerate(_cylinder_images(o)) if np.array_equal(a, g)]
+            assert matches, "an augmented image is not a symmetry of its original"
+            shifts.add(matches[0] // 4)
+    assert len(shifts) > 4  # the phi shifts are drawn, not fixed
+    # Validation is never augmented.
+    for (xa, _, _), (xo, _, _) in zip(augmented.validation, plain.validation, strict=True):
+        np.testing.assert_array_equal(xa, xo)
+    # A run resumed at epoch 2 sees the batches of the uninterrupted run.
+    resumed = [b for b in streams(cfg, first_epoch=2).train.take(6)]
+    for (xa, _, _), (xr, _, _) in zip(straight[12:], resumed, strict=True):
+        np.testing.assert_array_equal(xa, xr)
+    # One symmetry alone: a phi rotation keeps every column's pixel sums.
+    only_rotation = detector_symmetries(["phi_rotation"])(originals[0][0], np.array([1, 2]))
+    np.testing.assert_allclose(only_rotation.numpy().sum(axis=1),
+                               originals[0][0].numpy().sum(axis=1), rtol=1e-6)
+    assert not np.array_equal(only_rotation.numpy(), originals[0][0].numpy())
+    with pytest.raises(ConfigError, match="phi_boost"):
+        streams({**cfg, "augment": "phi_rotation,phi_boost"})

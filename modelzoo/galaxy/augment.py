@@ -11,6 +11,7 @@ symmetry for galaxy morphology).
 from __future__ import annotations
 
 from modelzoo.errors import ConfigError
+from modelzoo.tasks import augment_stream as augmented
 
 AUGMENTATIONS = ("none", "dihedral")
 
@@ -31,22 +32,9 @@ def dihedral(images, seed):
 
 
 def augment_stream(train, kind: str, *, seed: int, first_step: int):
-    """``train`` (an endless dataset of ``(images, ...)`` tuples) with ``images`` augmented.
-
-    Batch ``n`` (counted from the run's first step, ``first_step`` for a resumed run) is
-    transformed with the seed ``(seed, n)``: a resumed run sees the same augmented batches as
-    one that went straight through.
-    """
+    """``train`` with each stamp under a random element of the augmentation ``kind``."""
     if kind not in AUGMENTATIONS:
         raise ConfigError(f"data.augment must be one of {AUGMENTATIONS}, got {kind!r}")
     if kind == "none":
         return train
-    import tensorflow as tf
-
-    def apply(step, batch):
-        images = dihedral(batch[0], tf.stack([tf.constant(seed, tf.int64), step]))
-        return (images, *batch[1:])
-
-    return (train.enumerate(start=first_step)
-            .map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    return augmented(train, dihedral, seed=seed, first_step=first_step)

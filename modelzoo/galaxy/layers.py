@@ -95,7 +95,7 @@ class Reparameterize(layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, loc, scale):
-        eps = keras.random.normal(keras.ops.shape(loc), seed=self.seed_generator)
+        eps = keras.random.normal(keras.ops.shape(loc), dtype=loc.dtype, seed=self.seed_generator)
         return loc + scale * eps
 
     def get_config(self) -> dict:

@@ -60,6 +60,10 @@ from modelzoo.galaxy.layers import (
 
 ARCHITECTURES = ("conv", "dense")
 MEAN_ACTIVATIONS = ("sinh", "linear")
+# The posterior, prior, likelihood and ELBO layers compute in float32 under a mixed policy
+# (``train.precision``): bfloat16's 8-bit mantissa cannot carry log-densities summed over
+# thousands of pixels, and TFP's distributions want one dtype.
+PROBABILISTIC_DTYPE = "float32"
 
 
 def _conv_encoder(inputs, latent_dim: int, filters: list[int], hidden: list[int]):
@@ -161,28 +165,29 @@ def galaxy_vae(
         for i, units in enumerate(hidden):
             h = layers.Dense(units, activation="elu", name=f"enc_dense{i + 1}")(h)
         raw = layers.Dense(2 * latent_dim, name="enc_posterior")(h)
-    loc, scale = PosteriorScale(latent_dim, name="posterior")(raw)
+    loc, scale = PosteriorScale(latent_dim, dtype=PROBABILISTIC_DTYPE, name="posterior")(raw)
     encoder = keras.Model(enc_in, [loc, scale], name="encoder")
 
     # Decoder: z -> (mean, variance) of p(x | z).
     dec_in = keras.Input(shape=(latent_dim,), name="z")
-    mixture = MixturePrior(prior_components, name="prior") if prior_components else None
+    mixture = (MixturePrior(prior_components, dtype=PROBABILISTIC_DTYPE, name="prior")
+               if prior_components else None)
     z_in = mixture(dec_in) if mixture else dec_in
     if architecture == "conv":
         raw = _conv_decoder(z_in, image_size, bands, filters, hidden)
     else:
         raw = _dense_decoder(z_in, image_size, bands, hidden)
     mean, variance = GaussianHead(bands, mean_activation, softening, min_variance,
-                                  name="likelihood")(raw)
+                                  dtype=PROBABILISTIC_DTYPE, name="likelihood")(raw)
     decoder = keras.Model(dec_in, [mean, variance], name="decoder")
 
     # Training graph: encode, sample z with the reparameterisation, decode, add -ELBO.
     x = keras.Input(shape=shape, name="stamp")
     q_loc, q_scale = encoder(x)
-    z = Reparameterize(seed, name="reparameterize")(q_loc, q_scale)
+    z = Reparameterize(seed, dtype=PROBABILISTIC_DTYPE, name="reparameterize")(q_loc, q_scale)
     p_mean, p_var = decoder(z)
     outputs = ELBOLoss(beta_nll, mixture.distribution if mixture else None,
-                       name="elbo")(x, q_loc, q_scale, z, p_mean, p_var)
+                       dtype=PROBABILISTIC_DTYPE, name="elbo")(x, q_loc, q_scale, z, p_mean, p_var)
     return keras.Model(x, list(outputs), name="galaxy_vae")
 
 

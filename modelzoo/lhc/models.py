@@ -46,7 +46,10 @@ def lhc_cnn(
     x = layers.Dropout(dropout, name="dropout1")(x)
     x = layers.Dense(dense_units, activation="relu", name="fc")(x)
     x = layers.Dropout(dropout, name="dropout2")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="class_probabilities")(x)
+    # float32 under a mixed policy too: a bfloat16 softmax rounds 1 - p below 4e-3 to 0, and
+    # the low false-positive rates the physics comparison is made at live there.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
+                           name="class_probabilities")(x)
     return keras.Model(inputs, outputs, name="lhc_cnn")
 
 
@@ -70,5 +73,8 @@ def lhc_cnn_15pf(
         x = layers.Dropout(dropout, name=f"dropout{block}")(x)
     x = layers.Conv2D(filters, 3, padding="same", activation="relu", name="conv_final")(x)
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="class_probabilities")(x)
+    # float32 under a mixed policy too: a bfloat16 softmax rounds 1 - p below 4e-3 to 0, and
+    # the low false-positive rates the physics comparison is made at live there.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
+                           name="class_probabilities")(x)
     return keras.Model(inputs, outputs, name="lhc_cnn_15pf")

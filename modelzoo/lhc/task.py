@@ -13,6 +13,7 @@ import sys
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from modelzoo import metrics
 from modelzoo.distributed import ProcessGroup
@@ -21,6 +22,7 @@ from modelzoo.lhc.reader import LHCImages, open_lhc
 from modelzoo.tasks import (
     Datasets,
     Task,
+    augment_stream,
     gather_shards,
     select_rows,
     shard_rows,
@@ -29,6 +31,36 @@ from modelzoo.tasks import (
 )
 
 TRAIN_WEIGHTINGS = ("balanced", "physics", "none")
+# Exact symmetries of the generator's whole-detector images (rows phi over [-pi, pi], columns
+# eta over [-eta_max, eta_max], uniform bins): the azimuth is periodic and a pp collision of
+# unpolarised beams is mirror- and forward-backward-symmetric, so each maps an event onto one
+# as likely. They stretch small labelled sets (``data.augment``), as the dihedral group does for
+# galaxy stamps.
+SYMMETRIES = ("phi_rotation", "phi_reflection", "eta_reflection")
+
+
+def detector_symmetries(symmetries: list[str]):
+    """The transform of ``(N, phi, eta, C)`` image batches that moves each image by a random
+    element of ``symmetries``, drawn from a stateless seed: a cyclic shift of the phi rows by
+    0..H-1 pixels, and reflections of the rows / columns with probability 1/2 each."""
+    unknown = sorted(set(symmetries) - set(SYMMETRIES))
+    if unknown:
+        raise ConfigError(f"data.augment: unknown symmetries {unknown}; known: {SYMMETRIES}")
+
+    def transform(x, seed):
+        n, rows = tf.shape(x)[0], tf.shape(x)[1]
+        if "phi_rotation" in symmetries:
+            shift = tf.random.stateless_uniform([n], seed=seed, maxval=rows, dtype=tf.int32)
+            index = (tf.range(rows)[None, :] + shift[:, None]) % rows
+            x = tf.gather(x, index, axis=1, batch_dims=1)
+        for salt, (name, axis) in enumerate(
+                (("phi_reflection", 1), ("eta_reflection", 2)), start=1):
+            if name in symmetries:
+                flip = tf.random.stateless_uniform([n], seed=seed + salt) < 0.5
+                x = tf.where(flip[:, None, None, None], tf.reverse(x, [axis]), x)
+        return x
+
+    return transform
 
 
 def _class_balanced(images: LHCImages, rows: tuple[int, int],
@@ -87,11 +119,20 @@ class LHCClassification(Task):
                 w = np.ones_like(w)
             return x, y, w
 
-        return split_streams(
+        data = split_streams(
             images.source, to_example, train_rows, val_rows, batch_size=batch_size, group=group,
             seed=seed, first_epoch=first_epoch, shuffle=bool(data_cfg.get("shuffle", True)),
             path=path, noun="events",
         )
+        symmetries = data_cfg.get("augment") or []
+        if isinstance(symmetries, str):  # --set data.augment=phi_rotation,eta_reflection
+            symmetries = symmetries.split(",")
+        if symmetries:
+            # Ranks draw different symmetries (their shards differ anyway).
+            data.train = augment_stream(
+                data.train, detector_symmetries(list(symmetries)), seed=seed + 7919 * group.rank,
+                first_step=first_epoch * data.steps_per_epoch)
+        return data
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         model.compile(
