@@ -11,7 +11,7 @@ symmetry for galaxy morphology).
 from __future__ import annotations
 
 from modelzoo.errors import ConfigError
-from modelzoo.tasks import augment_stream as augmented
+from modelzoo.tasks import augment_stream
 
 AUGMENTATIONS = ("none", "dihedral")
 
@@ -31,10 +31,10 @@ def dihedral(images, seed):
     return tf.where(chosen[:, 2], tf.transpose(out, [0, 2, 1, 3]), out)
 
 
-def augment_stream(train, kind: str, *, seed: int, first_step: int):
+def augment_stamps(train, kind: str, *, seed: int, first_step: int):
     """``train`` with each stamp under a random element of the augmentation ``kind``."""
     if kind not in AUGMENTATIONS:
         raise ConfigError(f"data.augment must be one of {AUGMENTATIONS}, got {kind!r}")
     if kind == "none":
         return train
-    return augmented(train, dihedral, seed=seed, first_step=first_step)
+    return augment_stream(train, dihedral, seed=seed, first_step=first_step)

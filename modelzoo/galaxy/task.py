@@ -41,7 +41,7 @@ import numpy as np
 from modelzoo.distributed import ProcessGroup
 from modelzoo.errors import ConfigError
 from modelzoo.galaxy import baseline, density, prior, vae
-from modelzoo.galaxy.augment import augment_stream
+from modelzoo.galaxy.augment import augment_stamps
 from modelzoo.galaxy.reader import GalaxyStamps, open_galaxies
 from modelzoo.tasks import (
     Datasets,
@@ -82,7 +82,7 @@ class GalaxyDensity(Task):
                                  f"file's are {height}x{width}")
         # Ranks draw different orientations (their shards differ anyway; this keeps it so
         # even for identical stamps).
-        streams.train = augment_stream(
+        streams.train = augment_stamps(
             streams.train, kind, seed=seed + 7919 * group.rank,
             first_step=first_epoch * streams.steps_per_epoch)
         return streams
