@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -39,10 +40,12 @@ TRAIN_WEIGHTINGS = ("balanced", "physics", "none")
 SYMMETRIES = ("phi_rotation", "phi_reflection", "eta_reflection")
 
 
-def detector_symmetries(symmetries: list[str]):
+def detector_symmetries(symmetries: list[str]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """The transform of ``(N, phi, eta, C)`` image batches that moves each image by a random
     element of ``symmetries``, drawn from a stateless seed: a cyclic shift of the phi rows by
-    0..H-1 pixels, and reflections of the rows / columns with probability 1/2 each."""
+    0..H-1 pixels, and reflections of the rows / columns with probability 1/2 each. The rows
+    must be phi over the full circle, as the zoo's generator writes them (file attribute
+    ``image_axes``); for images centred on a jet the rotation is no symmetry."""
     unknown = sorted(set(symmetries) - set(SYMMETRIES))
     if unknown:
         raise ConfigError(f"data.augment: unknown symmetries {unknown}; known: {SYMMETRIES}")
