@@ -10,8 +10,9 @@ venv:
 	bash scripts/setup_env.sh
 
 # The demo: fresh Pythia 8 events the shipped model has never seen; the shipped lhc_cnn on them
-# (too few background events for the selection's operating point: the evaluation says so); a short training from scratch through the same path a cluster
-# job takes; per-event scores for every event. About 4 minutes after set-up on 2 cores.
+# (too few background events for the selection's operating point: the evaluation says so); a
+# short training from scratch through the same path a cluster job takes; per-event scores for
+# every event. About 4 minutes after set-up on 2 cores.
 DEMO ?= runs/demo
 DEMO_EVENTS ?= 1000
 demo: venv

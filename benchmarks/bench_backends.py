@@ -25,29 +25,34 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Builders whose modules import nothing but Keras, and the batch of their shipped recipes.
-BUILDERS = {
-    "lhc_cnn": ("modelzoo/lhc/models.py", 64),
-    "lhc_cnn_15pf": ("modelzoo/lhc/models.py", 32),
-    "cosmo_cnn": ("modelzoo/cosmology/models.py", 32),
-    "cosmo_dcae": ("modelzoo/cosmology/models.py", 32),
-}
 
 
-def child(model: str, batch_size: int, steps: int, budget_s: float) -> dict[str, Any]:
-    """Time ``model``'s training on this process's Keras backend."""
+def builder_of(model: str) -> tuple[str, str, int]:
+    """The file and name of ``model``'s registered builder, and its shipped recipe's batch."""
+    import inspect
+
+    from benchmarks.__main__ import shipped_entry
+    from modelzoo.registry import get_spec
+
+    function = get_spec(model).function()
+    batch = int(shipped_entry(model)["recipe"]["train"]["batch_size"])
+    return inspect.getsourcefile(function), function.__name__, batch
+
+
+def child(module_file: str, builder: str, batch_size: int, steps: int,
+          budget_s: float) -> dict[str, Any]:
+    """Time the training of ``builder`` from ``module_file`` on this process's Keras backend."""
     import keras
     import numpy as np
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from common import batch_clock  # benchmarks/common.py imports no framework
 
-    path, _ = BUILDERS[model]
-    spec = importlib.util.spec_from_file_location(f"builders_{model}", ROOT / path)
+    spec = importlib.util.spec_from_file_location(f"builders_{builder}", module_file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     keras.utils.set_random_seed(0)
-    net = getattr(module, model)()
+    net = getattr(module, builder)()
     count = batch_size * (steps + 2)
     rng = np.random.default_rng(0)
     x = rng.random((count, *net.input_shape[1:]), dtype=np.float32)
@@ -61,11 +66,12 @@ def child(model: str, batch_size: int, steps: int, budget_s: float) -> dict[str,
 
 
 def run(python: str, backend: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
+    module_file, builder, batch = builder_of(model)
+    batch = args.batch_size or batch
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    batch = args.batch_size or BUILDERS[model][1]
     proc = subprocess.run(
-        [python, str(Path(__file__).resolve()), "--child", model, "--batch-size", str(batch),
-         "--steps", str(args.steps), "--budget", str(args.budget)],
+        [python, str(Path(__file__).resolve()), "--child", module_file, builder,
+         "--batch-size", str(batch), "--steps", str(args.steps), "--budget", str(args.budget)],
         env=env, capture_output=True, text=True, cwd=ROOT)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -78,14 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jax-python", required="--child" not in (argv or sys.argv),
                    help="interpreter of an environment with jax and keras")
     p.add_argument("--models", nargs="+", default=["lhc_cnn", "cosmo_cnn"],
-                   choices=sorted(BUILDERS))
+                   help="registered models whose builder module imports only Keras")
     p.add_argument("--batch-size", type=int, help="default: the model's recipe's")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--budget", type=float, default=30.0, metavar="S")
-    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=2, metavar=("MODULE_FILE", "BUILDER"),
+                   help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.batch_size, args.steps, args.budget)))
+        print(json.dumps(child(*args.child, args.batch_size, args.steps, args.budget)))
         return 0
     results: dict[str, dict[str, Any]] = {}
     print("| model | batch | tensorflow samples/s | jax samples/s | jax / tensorflow |")

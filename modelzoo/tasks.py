@@ -180,20 +180,26 @@ def split_streams(
                     validation_steps)
 
 
-def augment_stream(train: Any, transform: Callable[[Any, Any], Any], *, seed: int,
-                   first_step: int) -> Any:
-    """``train`` (an endless dataset of ``(images, ...)`` tuples) with ``images`` replaced by
-    ``transform(images, step_seed)``, a random symmetry of the data drawn statelessly.
+def augment_training(data: Datasets, transform: Callable[[Any, Any], Any], *, seed: int,
+                     rank: int, first_epoch: int) -> Datasets:
+    """``data`` with the images of its training stream (an endless dataset of ``(images, ...)``
+    tuples) replaced by ``transform(images, step_seed)``, a random symmetry of the data drawn
+    statelessly; validation is left as it is.
 
-    Batch ``n`` (counted from the run's first step, ``first_step`` for a resumed run) gets the
-    seed ``(seed, n)``: a resumed run sees the same augmented batches as one that went straight
-    through.
+    Batch ``n`` of the run gets the seed ``(seed + 7919 rank, n)``, ``n`` counted from step 0 of
+    epoch 0: a resumed run sees the same augmented batches as one that went straight through,
+    and ranks draw differently (their shards differ anyway; this keeps it so for identical
+    samples).
     """
     import tensorflow as tf
 
-    def apply(step, batch):
-        return (transform(batch[0], tf.stack([tf.constant(seed, tf.int64), step])), *batch[1:])
+    rank_seed = seed + 7919 * rank
 
-    return (train.enumerate(start=first_step)
-            .map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    def apply(step, batch):
+        return (transform(batch[0], tf.stack([tf.constant(rank_seed, tf.int64), step])),
+                *batch[1:])
+
+    data.train = (data.train.enumerate(start=first_epoch * data.steps_per_epoch)
+                  .map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                  .prefetch(tf.data.AUTOTUNE))
+    return data

@@ -11,7 +11,7 @@ symmetry for galaxy morphology).
 from __future__ import annotations
 
 from modelzoo.errors import ConfigError
-from modelzoo.tasks import augment_stream
+from modelzoo.tasks import Datasets, augment_training
 
 AUGMENTATIONS = ("none", "dihedral")
 
@@ -31,10 +31,11 @@ def dihedral(images, seed):
     return tf.where(chosen[:, 2], tf.transpose(out, [0, 2, 1, 3]), out)
 
 
-def augment_stamps(train, kind: str, *, seed: int, first_step: int):
-    """``train`` with each stamp under a random element of the augmentation ``kind``."""
+def augment_stamps(data: Datasets, kind: str, *, seed: int, rank: int,
+                   first_epoch: int) -> Datasets:
+    """``data`` with each training stamp under a random element of the augmentation ``kind``."""
     if kind not in AUGMENTATIONS:
         raise ConfigError(f"data.augment must be one of {AUGMENTATIONS}, got {kind!r}")
     if kind == "none":
-        return train
-    return augment_stream(train, dihedral, seed=seed, first_step=first_step)
+        return data
+    return augment_training(data, dihedral, seed=seed, rank=rank, first_epoch=first_epoch)

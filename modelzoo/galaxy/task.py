@@ -80,12 +80,7 @@ class GalaxyDensity(Task):
             if height != width:
                 raise ConfigError(f"{path}: data.augment=dihedral needs square stamps, the "
                                  f"file's are {height}x{width}")
-        # Ranks draw different orientations (their shards differ anyway; this keeps it so
-        # even for identical stamps).
-        streams.train = augment_stamps(
-            streams.train, kind, seed=seed + 7919 * group.rank,
-            first_step=first_epoch * streams.steps_per_epoch)
-        return streams
+        return augment_stamps(streams, kind, seed=seed, rank=group.rank, first_epoch=first_epoch)
 
     def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
         stamps = self.open(path, data_cfg)

@@ -23,7 +23,7 @@ from modelzoo.lhc.reader import LHCImages, open_lhc
 from modelzoo.tasks import (
     Datasets,
     Task,
-    augment_stream,
+    augment_training,
     gather_shards,
     select_rows,
     shard_rows,
@@ -131,10 +131,8 @@ class LHCClassification(Task):
         if isinstance(symmetries, str):  # --set data.augment=phi_rotation,eta_reflection
             symmetries = symmetries.split(",")
         if symmetries:
-            # Ranks draw different symmetries (their shards differ anyway).
-            data.train = augment_stream(
-                data.train, detector_symmetries(list(symmetries)), seed=seed + 7919 * group.rank,
-                first_step=first_epoch * data.steps_per_epoch)
+            data = augment_training(data, detector_symmetries(list(symmetries)), seed=seed,
+                                    rank=group.rank, first_epoch=first_epoch)
         return data
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
