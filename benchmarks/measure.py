@@ -171,15 +171,30 @@ def reader(task: Any, spec: dict[str, Any], cfg: dict[str, Any], group: Any,
     return {"samples_per_s": count * spec["batch_size"] / seconds, "batches": count}
 
 
-def plain_fit(task: Any, spec: dict[str, Any], cfg: dict[str, Any], group: Any,
-              arrays: tuple[np.ndarray, ...], variant: str) -> dict[str, float]:
-    """``model.fit`` on ``arrays`` in memory, the model built and compiled as the zoo does."""
-    batch_size = spec["batch_size"]
-    steps = num_samples(arrays) // batch_size
+def first_samples(task: Any, path: str, cfg: dict[str, Any], batch_size: int, group: Any,
+                  count: int) -> tuple:
+    """The first ``count`` batches the zoo's training takes from ``path`` (same seed, first
+    epoch), as in-memory arrays: plain fit and the step profile train on exactly these."""
+    data = task.datasets(path, cfg.get("data", {}), batch_size, group,
+                         int(cfg["train"]["seed"]), 0)
+    return stack(take_batches(data.train, min(count, data.steps_per_epoch)))
+
+
+def compiled_model(task: Any, cfg: dict[str, Any], group: Any, steps: int,
+                   variant: str = "baseline") -> keras.Model:
+    """The model built (in the recipe's precision) and compiled as the zoo's training does."""
     keras.utils.set_random_seed(int(cfg["train"]["seed"]))
     with training.dtype_policy(training.precision_policy(cfg)):
         net = build(cfg["model"]["name"], **model_config(cfg, variant))
     training.compile_model(net, cfg, task, steps, group)  # train.jit_compile included
+    return net
+
+
+def plain_fit(task: Any, spec: dict[str, Any], cfg: dict[str, Any], group: Any,
+              arrays: tuple[np.ndarray, ...], variant: str) -> dict[str, float]:
+    """``model.fit`` on ``arrays`` in memory, the model built and compiled as the zoo does."""
+    batch_size = spec["batch_size"]
+    net = compiled_model(task, cfg, group, num_samples(arrays) // batch_size, variant)
     arrays = to_layout(arrays, variant)
     clock = batch_clock(skip_epochs=0, skip_steps=spec["warmup"])
     x, y, w = (*arrays, None, None)[:3]
@@ -208,24 +223,20 @@ def main(argv: list[str]) -> int:
     group = distributed.init()
     batch_size, warmup = spec["batch_size"], spec["warmup"]
 
-    def first_samples(count: int) -> tuple[np.ndarray, ...]:
-        # What the zoo's training takes first (same seed, first epoch): plain fit trains on
-        # exactly these samples.
-        data = task.datasets(spec["data"], cfg.get("data", {}), batch_size, group,
-                             int(cfg["train"]["seed"]), 0)
-        return stack(take_batches(data.train, min(count, data.steps_per_epoch)))
+    def samples(count: int) -> tuple:
+        return first_samples(task, spec["data"], cfg, batch_size, group, count)
 
     report: dict[str, Any] = {"model": spec["model"], "variant": variant,
                               "batch_size": batch_size, "kind": spec["kind"]}
     if spec["kind"] == "plain":
         report["plain"] = plain_fit(task, spec, cfg, group,
-                                    first_samples(warmup + spec["steps"]), variant)
+                                    samples(warmup + spec["steps"]), variant)
         if variant == "baseline":  # the FLOP count every variant's fraction of matmul uses
             keras.utils.set_random_seed(int(cfg["train"]["seed"]))
             report["forward_flops"] = forward_flops(build(cfg["model"]["name"],
                                                           **model_config(cfg, variant)))
     else:
-        report["inference"] = inference(cfg, first_samples(4), batch_size, spec["budget_s"] / 4)
+        report["inference"] = inference(cfg, samples(4), batch_size, spec["budget_s"] / 4)
         report["peak_reset"] = reset_peak_rss()
         with tempfile.TemporaryDirectory(dir=spec.get("work")) as work:
             report["zoo"], report["zoo"]["batches"] = zoo_training(
@@ -236,7 +247,7 @@ def main(argv: list[str]) -> int:
             # fast), across epoch ends, where its pipeline restarts.
             batches = warmup + max(3, report["zoo"]["steps"])
             report["reader"] = reader(task, spec, cfg, group, warmup + max(30, 5 * spec["steps"]))
-            report["plain"] = plain_fit(task, spec, cfg, group, first_samples(batches), variant)
+            report["plain"] = plain_fit(task, spec, cfg, group, samples(batches), variant)
             keras.utils.set_random_seed(int(cfg["train"]["seed"]))
             report["forward_flops"] = forward_flops(
                 build(cfg["model"]["name"], **model_config(cfg, variant)))

@@ -2,11 +2,12 @@
 model on in-memory samples, summed per layer (forward and backward) and per kernel.
 
     python -m benchmarks.profile_step [--models lhc_cnn lhc_cnn_15pf] [--steps 3]
-        [--batch-size N] [--output runs/bench/profile]
+        [--batch-size N] [--output runs/bench/profile] [--data runs/bench/data]
 
-The model is built and compiled as the zoo trains it (``modelzoo.training.compile_model`` with
-its shipped recipe); inputs are random samples of the model's input shape and labels of its
-output width, so the numbers are the framework's, not the reader's. The trace (viewable in
+The model is built and compiled as the zoo trains it (its shipped recipe, in the recipe's
+precision); the samples are the first the zoo's training takes from the benchmark's file for
+the model (written by ``python -m benchmarks``, or here where missing), held in memory, so
+the numbers are the framework's, not the reader's. The trace (viewable in
 TensorBoard's profile tab where its plugin is installed) is parsed here from its XPlane file:
 every TensorFlow op executed on the compute threads, named ``<scope>:<kernel>``. Op times are
 per thread, so where two ops ran at once their times add up to more than the step.
@@ -70,31 +71,40 @@ def layer_of(scope: str, layers: list[str]) -> tuple[str, str]:
     return "(other)", direction
 
 
-def profile(model: str, batch_size: int | None, steps: int, logdir: str) -> dict[str, Any]:
+def profile(model: str, batch_size: int | None, steps: int, logdir: str,
+            data_folder: Path) -> dict[str, Any]:
     """Per-layer and per-kernel op seconds per step of ``model``, and the step time."""
-    import keras
-    import numpy as np
     import tensorflow as tf
 
-    from benchmarks.__main__ import shipped_entry
+    from benchmarks.__main__ import data_files, shipped_entry
+    from benchmarks.measure import compiled_model, first_samples, num_samples
     from modelzoo import distributed, training
-    from modelzoo.registry import build, get_task
     from modelzoo.training import with_defaults
 
-    cfg = with_defaults(shipped_entry(model)["recipe"])
-    batch = batch_size or int(cfg["train"]["batch_size"])
-    cfg["train"]["batch_size"] = batch
-    keras.utils.set_random_seed(0)
-    net = build(model, **cfg["model"].get("config", {}))
-    training.compile_model(net, cfg, get_task(cfg["task"]), steps, distributed.init())
-    rng = np.random.default_rng(0)
-    x = rng.random((batch * (steps + 2), *net.input_shape[1:]), dtype=np.float32)
-    y = rng.integers(0, net.output_shape[-1], len(x))
-    net.fit(x[: 2 * batch], y[: 2 * batch], batch_size=batch, verbose=0)  # trace, warm up
+    entry = shipped_entry(model)
+    batch = batch_size or int(with_defaults(entry["recipe"])["train"]["batch_size"])
+    path, _ = data_files(model, entry, batch * (steps + 2), data_folder, memory=False)
+    cfg, task = training.resolve(model, path, recipe=entry["recipe"],
+                                 overrides={"train.batch_size": batch, "train.epochs": 1,
+                                            "lr_schedule.warmup_epochs": 0,
+                                            "data.val_fraction": 0.0})
+    group = distributed.init()
+    arrays = first_samples(task, path, cfg, batch, group, steps + 2)
+    steps = num_samples(arrays) // batch - 2
+    net = compiled_model(task, cfg, group, steps)
+    x, y, w = (*arrays, None, None)[:3]
+
+    def fit(rows: slice) -> None:
+        def part(a):
+            return None if a is None else tf.nest.map_structure(lambda v: v[rows], a)
+        net.fit(part(x), part(y), sample_weight=part(w), batch_size=batch, shuffle=False,
+                verbose=0)
+
+    fit(slice(0, 2 * batch))  # trace, warm up
     shutil.rmtree(logdir, ignore_errors=True)
     tf.profiler.experimental.start(logdir)
     start = time.perf_counter()
-    net.fit(x[2 * batch:], y[2 * batch:], batch_size=batch, verbose=0)
+    fit(slice(2 * batch, (steps + 2) * batch))
     seconds = (time.perf_counter() - start) / steps
     tf.profiler.experimental.stop()
     layers = [layer.name for layer in net.layers]
@@ -132,10 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--output", default="runs/bench/profile")
+    p.add_argument("--data", default="runs/bench/data",
+                   help="folder of the benchmark's generated files (written where missing)")
     args = p.parse_args(argv)
-    out = Path(args.output)
+    out, data = Path(args.output), Path(args.data)
     out.mkdir(parents=True, exist_ok=True)
-    results = [profile(m, args.batch_size, args.steps, str(out / f"trace-{m}"))
+    data.mkdir(parents=True, exist_ok=True)
+    results = [profile(m, args.batch_size, args.steps, str(out / f"trace-{m}"), data)
                for m in args.models]
     (out / "profile.json").write_text(json.dumps(results, indent=2))
     (out / "profile.md").write_text(markdown(results))

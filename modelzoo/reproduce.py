@@ -14,6 +14,7 @@ seeds), the training recipe and the metrics on a fixed evaluation set. From that
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -38,6 +39,15 @@ def generate(kind: str, path: str | os.PathLike, args: dict[str, Any]) -> str:
     return os.fspath(path)
 
 
+def data_path(data_dir: str | os.PathLike, generator: str, split: str,
+              args: dict[str, Any]) -> Path:
+    """Where the ``split`` set of ``generator`` with ``args`` is written in ``data_dir``: the
+    name carries a hash of the arguments, so that entries whose sets share a seed but differ in
+    size or selection never read each other's file from a shared folder."""
+    digest = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(data_dir) / f"{generator}-{split}-seed{args['seed']}-{digest}.h5"
+
+
 def evaluate_model(model, entry: dict[str, Any], data_dir: str | os.PathLike,
                    split: str = "eval") -> dict[str, float]:
     """Metrics of ``model`` on the entry's ``eval`` (or ``check``) set, generated into
@@ -45,7 +55,7 @@ def evaluate_model(model, entry: dict[str, Any], data_dir: str | os.PathLike,
     from modelzoo import distributed
 
     data = entry["data_recipe"]
-    eval_path = Path(data_dir) / f"{data['generator']}-{split}-seed{data[split]['seed']}.h5"
+    eval_path = data_path(data_dir, data["generator"], split, data[split])
     generate(data["generator"], eval_path, data[split])
     task = registry.get_task(entry["recipe"]["task"])
     return task.evaluate(
@@ -142,7 +152,7 @@ def verify(key: str, data_dir: str | None = None, tolerance: float = 5e-3,
 def _train(model: str, data: dict[str, Any], work_dir: str, **train_args: Any) -> str:
     """Generate the training set of data recipe ``data`` and train ``model`` on it."""
     os.makedirs(work_dir, exist_ok=True)
-    train_path = Path(work_dir) / f"{data['generator']}-train-seed{data['train']['seed']}.h5"
+    train_path = data_path(work_dir, data["generator"], "train", data["train"])
     generate(data["generator"], train_path, data["train"])
     run_dir = os.path.join(work_dir, "run")
     training.train(model, str(train_path), run_dir=run_dir, resume=False, verbose=2,

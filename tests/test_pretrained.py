@@ -115,9 +115,22 @@ def test_manifest_files_exist_and_hash_right():
     assert max(sizes.values()) < 25e6 and sum(sizes.values()) < 64e6, sizes
 
 
+@pytest.fixture(scope="module")
+def verify_data(tmp_path_factory) -> str:
+    """One folder for every entry's regenerated sets: entries with the same set share it."""
+    return str(tmp_path_factory.mktemp("verify_data"))
+
+
+def test_sets_with_one_seed_and_different_arguments_get_different_files(tmp_path):
+    small = reproduce.data_path(tmp_path, "lhc", "check", {"seed": 3102, "image_size": 64})
+    large = reproduce.data_path(tmp_path, "lhc", "check", {"seed": 3102, "image_size": 224})
+    again = reproduce.data_path(tmp_path, "lhc", "check", {"image_size": 64, "seed": 3102})
+    assert small != large and small == again and small.parent == tmp_path
+
+
 @pytest.mark.parametrize("key", SHIPPED)
-def test_shipped_model_reproduces_manifest_metrics(key, tmp_path):
-    outcome = reproduce.verify(key, data_dir=str(tmp_path))
+def test_shipped_model_reproduces_manifest_metrics(key, verify_data):
+    outcome = reproduce.verify(key, data_dir=verify_data)
     assert outcome["problems"] == [], outcome
 
 
