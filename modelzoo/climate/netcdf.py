@@ -92,7 +92,7 @@ def netcdf_to_extreme_weather(inputs: Sequence[str | os.PathLike] | str,
             if images is None:
                 images = handle.create_dataset(
                     "images", (0, *fields.shape[1:]), "f4", maxshape=(None, *fields.shape[1:]),
-                    chunks=(1, 1, *fields.shape[2:]), compression="gzip", compression_opts=1)
+                    chunks=(1, 1, *fields.shape[2:]))  # uncompressed: see generator.py
                 handle.attrs.update(channels=list(CHANNELS), lat=lat, lon=lon)
             elif fields.shape[1:] != images.shape[1:]:
                 raise DataError(f"{os.fspath(path)}: fields of shape {fields.shape[1:]}, "
