@@ -187,6 +187,12 @@ def run_child(spec: dict[str, Any], folder: Path, name: str,
     return report
 
 
+def matmul_fraction(samples_per_s: float, forward_flops: float, matmul_gflops: float) -> float:
+    """Achieved training FLOP/s over the float32 matrix-product rate; a training step is taken
+    as 3 x the forward FLOPs (forward + backward, 2x forward)."""
+    return samples_per_s * 3 * forward_flops / 1e9 / matmul_gflops
+
+
 def summarise(model: str, timing: dict, memory: dict | None, matmul: float) -> dict[str, Any]:
     """The table's numbers for one model."""
     row: dict[str, Any] = {"model": model}
@@ -199,8 +205,9 @@ def summarise(model: str, timing: dict, memory: dict | None, matmul: float) -> d
         batch=timing["batch_size"], zoo=zoo, plain=plain, ratio=zoo / plain,
         zoo_steps=timing["zoo"]["steps"], cpu_share=timing["zoo"].get("cpu_share"),
         train_gflop=train_flops / 1e9, zoo_gflops=zoo * train_flops / 1e9,
-        plain_gflops=plain * train_flops / 1e9, fraction=zoo * train_flops / 1e9 / matmul,
-        plain_fraction=plain * train_flops / 1e9 / matmul,
+        plain_gflops=plain * train_flops / 1e9,
+        fraction=matmul_fraction(zoo, timing["forward_flops"], matmul),
+        plain_fraction=matmul_fraction(plain, timing["forward_flops"], matmul),
         reader=timing["reader"]["samples_per_s"],
         reader_over_zoo=timing["reader"]["samples_per_s"] / zoo,
         inference=timing["inference"]["samples_per_s"],
@@ -281,7 +288,7 @@ def markdown(result: dict[str, Any]) -> str:
             flops = variants.get("baseline", {}).get("forward_flops")
             if not flops:
                 continue
-            fractions = {v: 3 * flops * variants[v]["samples_per_s"] / 1e9 / reference
+            fractions = {v: matmul_fraction(variants[v]["samples_per_s"], flops, reference)
                          for v in ("baseline", "mixed_bfloat16")
                          if "samples_per_s" in variants.get(v, {})}
             if len(fractions) == 2:

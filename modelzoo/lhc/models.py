@@ -17,6 +17,14 @@ import keras
 from keras import layers
 
 
+def class_probabilities(x, num_classes: int):
+    """The softmax output layer of both networks, float32 under a mixed policy too: a bfloat16
+    softmax rounds 1 - p below 4e-3 to 0, and the low false-positive rates the physics
+    comparison is made at live there."""
+    return layers.Dense(num_classes, activation="softmax", dtype="float32",
+                        name="class_probabilities")(x)
+
+
 def lhc_cnn(
     input_shape: tuple[int, int, int] = (64, 64, 3),
     num_classes: int = 2,
@@ -46,10 +54,7 @@ def lhc_cnn(
     x = layers.Dropout(dropout, name="dropout1")(x)
     x = layers.Dense(dense_units, activation="relu", name="fc")(x)
     x = layers.Dropout(dropout, name="dropout2")(x)
-    # float32 under a mixed policy too: a bfloat16 softmax rounds 1 - p below 4e-3 to 0, and
-    # the low false-positive rates the physics comparison is made at live there.
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
-                           name="class_probabilities")(x)
+    outputs = class_probabilities(x, num_classes)
     return keras.Model(inputs, outputs, name="lhc_cnn")
 
 
@@ -73,8 +78,5 @@ def lhc_cnn_15pf(
         x = layers.Dropout(dropout, name=f"dropout{block}")(x)
     x = layers.Conv2D(filters, 3, padding="same", activation="relu", name="conv_final")(x)
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    # float32 under a mixed policy too: a bfloat16 softmax rounds 1 - p below 4e-3 to 0, and
-    # the low false-positive rates the physics comparison is made at live there.
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
-                           name="class_probabilities")(x)
+    outputs = class_probabilities(x, num_classes)
     return keras.Model(inputs, outputs, name="lhc_cnn_15pf")
