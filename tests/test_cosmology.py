@@ -199,7 +199,7 @@ def test_reader_accepts_what_real_files_contain(tmp_path):
         maps = open_mass_maps(_write(tmp_path / f"{name}.h5", **datasets),
                               need=("label", "parameters"))
         block = maps.source.read(0, 8)
-        assert maps.maps(block, 0.01).shape == (8, 16, 16, 1), name
+        assert maps.maps(block).shape == (8, 16, 16, 1), name
         np.testing.assert_array_equal(maps.columns((0, 8), ("label",))["label"],
                                       np.arange(8) % 2)
     # Labels are not needed to reconstruct; the pixel scale can come from the recipe.

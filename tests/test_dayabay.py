@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from modelzoo.dayabay import analysis, generator
-from modelzoo.dayabay.reader import CLASS_NAMES, open_dayabay, preprocess
+from modelzoo.dayabay.models import PMTPreprocess
+from modelzoo.dayabay.reader import CLASS_NAMES, channel_indices, open_dayabay
 from modelzoo.errors import ConfigError, DataError
 
 
@@ -35,7 +36,7 @@ def test_dae_shapes_code_and_layers():
     convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     deconvs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2DTranspose"]
     assert [c.kernel_size for c in convs] == [(5, 5), (3, 3)] and len(deconvs) == 3
-    two = dayabay_dae(channels=2, code_size=10, filters=8)
+    two = dayabay_dae(channels=(0, 2), code_size=10, filters=8)
     assert two.output_shape == (None, 8, 24, 2) and two.get_layer("code").units == 10
 
 
@@ -150,9 +151,10 @@ def test_reader_merges_both_datasets_into_one_interleaved_labelled_stream(tmp_pa
 
 def test_reader_accepts_4d_maps_int_rows_and_one_class(tmp_path):
     path = _write_rows(tmp_path / "p.h5", ibd_pair_data=np.ones((7, 4, 8, 24), np.int16))
-    pairs = open_dayabay(path, channels="charge")
+    pairs = open_dayabay(path)
     assert pairs.num_events == 7 and (pairs.arrays((0, 7))["label"] == 0).all()
-    assert pairs.arrays((0, 7))["inputs"].shape == (7, 8, 24, 2)
+    assert pairs.arrays((0, 7))["inputs"].shape == (7, 8, 24, 4)
+    assert channel_indices("charge") == (0, 2)
 
 
 def test_preprocess_logs_charge_and_centres_hit_times():
@@ -160,10 +162,13 @@ def test_preprocess_logs_charge_and_centres_hit_times():
     maps[0, 0, 0, :3] = [1.0, 3.0, 7.0]  # three hit PMTs
     maps[0, 1, 0, :3] = [100.0, 110.0, 130.0]
     maps[0, 1, 5, 5] = 999.0  # a time without charge is not a hit
-    x = preprocess(maps)
+    x = np.asarray(PMTPreprocess()(np.transpose(maps, (0, 2, 3, 1))))
     np.testing.assert_allclose(x[0, 0, :3, 0], np.log1p([1.0, 3.0, 7.0]))
     np.testing.assert_allclose(x[0, 0, :3, 1], [-1.0, 0.0, 2.0])
     assert x[0, 5, 5, 1] == 0.0 and (x[..., 2:] == 0).all()
+    maps[0, 0, 0, 3], maps[0, 1, 0, 3] = 2.0, 150.0  # four hits: the mean of the middle two
+    x = np.asarray(PMTPreprocess()(np.transpose(maps, (0, 2, 3, 1))))
+    np.testing.assert_allclose(x[0, 0, :4, 1], [-2.0, -1.0, 1.0, 3.0])
 
 
 @pytest.mark.parametrize("case,match", [
@@ -210,7 +215,7 @@ def test_reader_names_a_required_class_that_is_missing(tmp_path):
     with pytest.raises(DataError, match="missing dataset 'accidentals_bg_data'"):
         open_dayabay(path, classes=("ibd", "accidental"))
     with pytest.raises(ConfigError, match="data.channels"):
-        open_dayabay(path, channels="colour")
+        channel_indices("colour")
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,7 +304,8 @@ def test_autoencoder_trains_on_clean_inputs_without_labels(pair_file):
     streams = DayaBayDenoising().datasets(pair_file, {}, 16, group, seed=0, first_epoch=0)
     x, target = next(iter(streams.train))
     assert x.shape == (16, 8, 24, 4)
-    np.testing.assert_array_equal(x.numpy(), target.numpy())  # the target is the input
+    # the target is the input as the network sees it
+    np.testing.assert_array_equal(np.asarray(PMTPreprocess()(x)), target.numpy())
     assert streams.num_validation == 350  # the last quarter of every class
     _, labels = next(iter(DayaBayClassification().datasets(pair_file, {}, 16, group, 0, 0).train))
     assert labels.shape == (16,) and set(labels.numpy()) <= {0, 1, 2, 3}

@@ -296,7 +296,7 @@ def test_the_zoo_reader_opens_both_layouts(small_runs):
 
     for key, layout in (("p1", "benchmark"), ("acat", "acat")):
         path = small_runs[key][0]
-        images = open_lhc(path, transform="none")
+        images = open_lhc(path)
         assert images.layout == layout and images.image_shape == (16, 16, 3)
         arrays = images.arrays((0, images.num_events))
         truth = _read_all(small_runs["p1"][0])

@@ -1,7 +1,10 @@
 """Builders for the extreme-weather case: patch classifiers and the semi-supervised detector.
 
-Inputs are channels-last (H, W, C) fields, each channel standardised by
-:func:`modelzoo.climate.reader.standardize` (the readers do this).
+Inputs are channels-last (H, W, C) fields in physical units, as a file stores them (after
+NCHW -> NHWC); each network standardises every channel by the fixed climatological offset and
+scale of :data:`modelzoo.climate.reader.CHANNEL_NORMS` in a layer of its own (``channels`` names
+them; by default the published set with as many channels as the input), so the shipped
+weights take a file's fields as they are.
 
 References:
     Y. Liu, E. Racah, Prabhat, J. Correa, A. Khosrowshahi, D. Lavers, K. Kunkel, M. Wehner,
@@ -17,7 +20,34 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from modelzoo.climate.patches import EVENT_TYPES
+from modelzoo.climate.reader import CHANNEL_NORMS
 from modelzoo.errors import ConfigError
+from modelzoo.layers import standardize
+
+# Channels by count where the published sets decide them: the 16 ExtremeWeather fields and the
+# patch sets of Liu et al. 2016 (cyclone 8, river 2, front 3).
+PUBLISHED_CHANNELS = {len(e.channels): e.channels for e in EVENT_TYPES.values()}
+
+
+def standardized_fields(input_shape, channels: tuple[str, ...] | None, name: str):
+    """The raw-field input and its per-channel standardisation (no variables); ``channels``
+    None: the published set with as many channels as the input."""
+    if channels is None:
+        if input_shape[-1] not in PUBLISHED_CHANNELS:
+            raise ConfigError(
+                f"an input of {input_shape[-1]} channels needs channels=[...] naming them (no "
+                f"published set has {input_shape[-1]}; sets: {sorted(PUBLISHED_CHANNELS)})")
+        channels = PUBLISHED_CHANNELS[input_shape[-1]]
+    channels = tuple(channels)
+    unknown = [c for c in channels if c not in CHANNEL_NORMS]
+    if unknown or len(channels) != input_shape[-1]:
+        raise ConfigError(
+            f"channels {list(channels)} must name the {input_shape[-1]} input channels, each one "
+            f"of {', '.join(CHANNEL_NORMS)}")
+    inputs = keras.Input(shape=tuple(input_shape), name=name)
+    return inputs, standardize(inputs, [CHANNEL_NORMS[c][0] for c in channels],
+                               [CHANNEL_NORMS[c][1] for c in channels], "standardize")
 
 PUBLISHED_DETECTOR_FILTERS = (128, 256, 512, 768, 1024, 1280)
 
@@ -29,6 +59,7 @@ def climate_patch_cnn(
     kernel_size: int = 5,
     dense_units: int = 50,
     dropout: float = 0.0,
+    channels: tuple[str, ...] | None = None,
 ) -> keras.Model:
     """Liu et al. 2016 patch classifier: [conv + ReLU + max-pool 2] per entry of ``filters``,
     a fully connected ReLU layer, softmax over ``num_classes``.
@@ -38,8 +69,7 @@ def climate_patch_cnn(
     148 x 224 x 2, weather front 27 x 60 x 3); its exact widths came from Bayesian optimisation
     and are not restated here, so ``filters``/``dense_units`` are this zoo's choice.
     """
-    inputs = keras.Input(shape=tuple(input_shape), name="patch")
-    x = inputs
+    inputs, x = standardized_fields(input_shape, channels, "patch")
     for stage, width in enumerate(filters, start=1):
         x = layers.Conv2D(width, kernel_size, padding="same", activation="relu",
                           name=f"conv{stage}")(x)
@@ -60,6 +90,7 @@ def climate_detector(
     kernel_size: int = 5,
     leaky_slope: float = 0.1,
     weight_decay: float = 5e-4,
+    channels: tuple[str, ...] | None = None,
 ) -> keras.Model:
     """Racah et al. 2017 semi-supervised detector (seed figure 6), 2-D version.
 
@@ -71,8 +102,8 @@ def climate_detector(
       the cell and size in cells), objectness (2, softmax: no object, object) and class
       (``num_classes``, softmax).
     * Decoder: transposed convolutions mirroring the encoder back to the input, the
-      ``reconstruction`` output (linear). The original ties them to the encoder's kernels
-      (Lasagne's InverseLayer); here they are separate weights.
+      ``reconstruction`` output (linear, of the standardised fields). The original ties them
+      to the encoder's kernels (Lasagne's InverseLayer); here they are separate weights.
     * L2 weight decay ``weight_decay`` on the encoder and head (the paper's 5e-4), none on
       the decoder.
 
@@ -80,7 +111,7 @@ def climate_detector(
     images plus lambda times the reconstruction error on every image; lambda = 0 is the
     supervised model.
     """
-    height, width, channels = input_shape
+    height, width, bands = input_shape
     stride = 2 ** len(filters)
     for name, size in (("height", height), ("width", width)):
         if size is not None and size % stride:
@@ -90,8 +121,7 @@ def climate_detector(
             )
     widths = [max(1, int(round(f * filters_scale))) for f in filters]
     decay = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
-    inputs = keras.Input(shape=tuple(input_shape), name="fields")
-    x = inputs
+    inputs, x = standardized_fields(input_shape, channels, "fields")
     for stage, width_ in enumerate(widths, start=1):
         x = layers.Conv2D(width_, kernel_size, strides=2, padding="same",
                           kernel_initializer="he_normal", kernel_regularizer=decay,
@@ -113,7 +143,7 @@ def climate_detector(
         y = layers.Conv2DTranspose(width_, kernel_size, strides=2, padding="same",
                                    kernel_initializer="he_normal", name=f"dec{stage + 1}")(y)
         y = layers.LeakyReLU(leaky_slope, name=f"dec{stage + 1}_act")(y)
-    reconstruction = layers.Conv2DTranspose(channels, kernel_size, strides=2, padding="same",
+    reconstruction = layers.Conv2DTranspose(bands, kernel_size, strides=2, padding="same",
                                             name="reconstruction")(y)
     return keras.Model(inputs, {"detection": detection, "reconstruction": reconstruction},
                        name="climate_detector")

@@ -8,9 +8,9 @@
 * Patch files (``modelzoo data climate patches``): ``images`` (N, C, H, W) and ``labels`` (N,)
   with class 0 = no event, and root attributes ``channels`` and ``class_names``.
 
-Fields come out channels-last float32, every channel standardised by a fixed climatological
-offset and scale (:data:`CHANNEL_NORMS`), so a model trained on one file sees another file's
-fields on the same scale.
+Fields come out channels-last float32 in physical units; the models standardise every channel by
+a fixed climatological offset and scale (:data:`CHANNEL_NORMS`) themselves, so a model trained
+on one file sees another file's fields on the same scale.
 """
 
 from __future__ import annotations
@@ -53,11 +53,18 @@ CHANNEL_NORMS = {
 _SCAN_BYTES = 256 * 2**20
 
 
+def channels_last(fields: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) physical fields -> (N, H, W, C) float32: the one layout change between a
+    file and the models."""
+    return np.transpose(fields, (0, 2, 3, 1)).astype(np.float32)
+
+
 def standardize(fields: np.ndarray, channels: tuple[str, ...]) -> np.ndarray:
-    """(N, C, H, W) physical fields -> (N, H, W, C) float32, each channel standardised."""
+    """(N, H, W, C) physical fields, each channel standardised by :data:`CHANNEL_NORMS` (what
+    the models do to their input; the detector reconstructs this)."""
     offset = np.array([CHANNEL_NORMS[c][0] for c in channels], np.float32)
     scale = np.array([CHANNEL_NORMS[c][1] for c in channels], np.float32)
-    return (np.transpose(fields, (0, 2, 3, 1)).astype(np.float32) - offset) / scale
+    return (fields - offset) / scale
 
 
 def _channel_names(path: str, handle: h5py.File, count: int) -> tuple[str, ...]:
@@ -108,7 +115,7 @@ def _image_shape(path: str) -> tuple[tuple[int, ...], int]:
 
 @dataclass
 class ExtremeWeatherImages:
-    """A validated ExtremeWeather file: standardised fields and boxes by row range."""
+    """A validated ExtremeWeather file: fields and boxes by row range."""
 
     source: H5Source
     channels: tuple[str, ...]
@@ -125,8 +132,8 @@ class ExtremeWeatherImages:
         return shape[2], shape[3], shape[1]
 
     def fields(self, block: dict[str, np.ndarray]) -> np.ndarray:
-        """(n, H, W, C) standardised fields of a block."""
-        return standardize(block["images"], self.channels)
+        """(n, H, W, C) fields of a block, physical units."""
+        return channels_last(block["images"])
 
     def boxes_of(self, block: dict[str, np.ndarray]) -> np.ndarray:
         """(n, rows, 5) boxes of a block as ymin, xmin, ymax, xmax, class (float64)."""
@@ -212,7 +219,7 @@ def open_extreme_weather(
 
 @dataclass
 class ClimatePatches:
-    """A validated patch file: standardised patches and integer labels."""
+    """A validated patch file: patches (physical units) and integer labels."""
 
     source: H5Source
     channels: tuple[str, ...]
@@ -230,7 +237,7 @@ class ClimatePatches:
 
     def to_example(self, block: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(patches NHWC float32, labels int32) of a block."""
-        return (standardize(block["images"], self.channels),
+        return (channels_last(block["images"]),
                 np.asarray(block["labels"]).reshape(-1).astype(np.int32))
 
     def labels(self, rows: tuple[int, int]) -> np.ndarray:

@@ -28,6 +28,7 @@ from modelzoo.climate.reader import (
     ExtremeWeatherImages,
     open_extreme_weather,
     open_patches,
+    standardize,
 )
 from modelzoo.distributed import ProcessGroup
 from modelzoo.errors import ConfigError
@@ -73,7 +74,7 @@ class ClimatePatchClassification(Task):
     def model_config(self, path: str, data_cfg: dict) -> dict[str, Any]:
         patches = open_patches(path)
         return {"input_shape": list(patches.patch_shape),
-                "num_classes": len(patches.class_names)}
+                "num_classes": len(patches.class_names), "channels": list(patches.channels)}
 
     def datasets(self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup,
                  seed: int, first_epoch: int) -> Datasets:
@@ -236,7 +237,8 @@ class ClimateDetection(Task):
         return images
 
     def model_config(self, path: str, data_cfg: dict) -> dict[str, Any]:
-        return {"input_shape": list(self.open(path, data_cfg).image_shape)}
+        images = self.open(path, data_cfg)
+        return {"input_shape": list(images.image_shape), "channels": list(images.channels)}
 
     def datasets(self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup,
                  seed: int, first_epoch: int) -> Datasets:
@@ -245,16 +247,17 @@ class ClimateDetection(Task):
         train_rows, val_rows = split_rows(images.num_images, data_cfg["val_fraction"])
 
         def to_example(block):
-            return images.fields(block), encode_targets(images.boxes_of(block), self.shape,
-                                                        self.cell)
+            x = images.fields(block)
+            return x, encode_targets(images.boxes_of(block), self.shape, self.cell), \
+                standardize(x, images.channels)
 
         streams = split_streams(images.source, to_example, train_rows, val_rows,
                                 batch_size=batch_size, group=group, seed=seed,
                                 first_epoch=first_epoch, shuffle=True, path=path, noun="images",
                                 block_rows=images.block_rows)
 
-        def as_outputs(x, targets):  # the model's two heads: detection and reconstruction
-            return x, {"detection": targets, "reconstruction": x}
+        def as_outputs(x, targets, standardized):  # the two heads: detection, reconstruction
+            return x, {"detection": targets, "reconstruction": standardized}
 
         streams.train = streams.train.map(as_outputs)
         if streams.validation is not None:
@@ -294,7 +297,8 @@ class ClimateDetection(Task):
                 block = images.source.read(start, min(start + batch_size, shard[1]), ["images"])
                 fields = images.fields(block)
                 out = model.predict_on_batch(fields)
-                errors.append(np.mean((out["reconstruction"] - fields) ** 2, axis=(1, 2, 3)))
+                target = standardize(fields, images.channels)
+                errors.append(np.mean((out["reconstruction"] - target) ** 2, axis=(1, 2, 3)))
                 for grid in np.asarray(out["detection"], np.float64):
                     table = np.full((k, 6), -1.0)
                     dets = boxes_lib.detections(

@@ -23,7 +23,7 @@ _LAYOUT = (
     "HDF5 kappa (N,H,W) or (N,H,W,1) float convergence; label (N,) or (N,1) class index; "
     "omega_m, sigma_8 (N,) or (N,1) per map; root attribute pixel_arcmin"
 )
-_INPUTS = "(128, 128, 1) convergence maps divided by data.kappa_scale (0.01)"
+_INPUTS = "(128, 128, 1) convergence maps kappa as stored (the model divides by kappa_scale)"
 
 CASE = Case(
     name="cosmology",

@@ -9,7 +9,9 @@ S. Singh, D. Bard, M. Mudigonda, NERSC, AAS 229, 2017).
 * :func:`cosmo_cnn_regression`: the same trunk with a linear head for (Omega_m, sigma_8), as in
   Gupta et al. 2018 (arXiv:1802.01212) and Ribli et al. 2019 (arXiv:1902.03663).
 
-Inputs are (H, W, 1) maps of the convergence divided by the recipe's ``data.kappa_scale``.
+Inputs are (H, W, 1) maps of the convergence kappa as the file stores it: each network divides
+by its ``kappa_scale`` (about one map standard deviation) in a layer of its own, so the shipped
+weights take a file's maps as they are; the autoencoder's reconstruction is in kappa again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def cosmo_dcae(
     kernel_size: int = 5,
     bottleneck_units: tuple[int, int] = (256, 2048),
     activation: str = "elu",
+    kappa_scale: float = 0.005,
 ) -> keras.Model:
     """Denoising convolutional autoencoder: 4 stride-2 convolutions (128 -> 8 pixels), a dense
     code layer and a dense layer back to the 8 x 8 feature grid, 4 stride-2 transposed
@@ -42,7 +45,7 @@ def cosmo_dcae(
         raise ValueError(f"bottleneck_units[1] must be {grid[0] * grid[1] * grid[2]} "
                          f"(= {grid[0]} x {grid[1]} x {grid[2]}), got {bottleneck_units[1]}")
     inputs = keras.Input(shape=input_shape, name="corrupted_map")
-    x = inputs
+    x = _network_units(inputs, kappa_scale)
     for i, n in enumerate(filters, start=1):
         x = layers.Conv2D(n, kernel_size, strides=2, padding="same", activation=activation,
                           name=f"conv{i}")(x)
@@ -56,15 +59,24 @@ def cosmo_dcae(
         x = layers.Conv2DTranspose(n, kernel_size, strides=2, padding="same",
                                    activation=None if last else activation,
                                    name="reconstruction" if last else f"deconv{i}")(x)
+    x = layers.Rescaling(kappa_scale, name="kappa", dtype="float32")(x)
     return keras.Model(inputs, x, name="cosmo_dcae")
 
 
-def _trunk(inputs, filters: tuple[int, int, int], dense_units: int, dropout: float):
+def _network_units(inputs, kappa_scale: float):
+    """The convergence divided by ``kappa_scale``, the unit the network computes in."""
+    if not kappa_scale > 0:
+        raise ValueError(f"kappa_scale must be positive, got {kappa_scale}")
+    return layers.Rescaling(1.0 / kappa_scale, name="network_units", dtype="float32")(inputs)
+
+
+def _trunk(inputs, kappa_scale: float, filters: tuple[int, int, int], dense_units: int,
+           dropout: float):
     """Three [3x3 convolution + ReLU + 2x2 max-pool] blocks, global average pooling (the
     summary statistics of a homogeneous field do not depend on position) and one dense layer:
     the four hidden layers. The pooled features are batch-normalised: cosmologies differ by a
     few per cent in such map averages, which the normalisation brings to order one."""
-    x = inputs
+    x = _network_units(inputs, kappa_scale)
     for i, n in enumerate(filters, start=1):
         x = layers.Conv2D(n, 3, padding="same", activation="relu", name=f"conv{i}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
@@ -81,11 +93,12 @@ def cosmo_cnn(
     filters: tuple[int, int, int] = (16, 32, 64),
     dense_units: int = 64,
     dropout: float = 0.0,
+    kappa_scale: float = 0.01,
 ) -> keras.Model:
     """Which cosmology produced a convergence map: 3 convolutions + 1 dense hidden layer,
     softmax over ``num_classes`` cosmological models."""
     inputs = keras.Input(shape=input_shape, name="convergence_map")
-    x = _trunk(inputs, filters, dense_units, dropout)
+    x = _trunk(inputs, kappa_scale, filters, dense_units, dropout)
     outputs = layers.Dense(num_classes, activation="softmax", name="class_probabilities")(x)
     return keras.Model(inputs, outputs, name="cosmo_cnn")
 
@@ -97,12 +110,13 @@ def cosmo_cnn_regression(
     dropout: float = 0.0,
     parameter_center: tuple[float, float] = (0.3, 0.8),
     parameter_scale: tuple[float, float] = (0.1, 0.1),
+    kappa_scale: float = 0.01,
 ) -> keras.Model:
     """(Omega_m, sigma_8) of a convergence map: the classifier's trunk and a linear head whose
     outputs are mapped to physical units as center + scale * y (so both parameters train on
     a comparable scale)."""
     inputs = keras.Input(shape=input_shape, name="convergence_map")
-    x = _trunk(inputs, filters, dense_units, dropout)
+    x = _trunk(inputs, kappa_scale, filters, dense_units, dropout)
     x = layers.Dense(2, name="standardised_parameters")(x)
     outputs = layers.Rescaling(scale=list(parameter_scale), offset=list(parameter_center),
                                name="parameters")(x)

@@ -69,11 +69,12 @@ class MassMaps:
     def has_parameters(self) -> bool:
         return all(p in self.source.fields for p in PARAMETERS)
 
-    def maps(self, block: dict[str, np.ndarray], scale: float) -> np.ndarray:
-        """(n, H, W, 1) float32 network inputs: the convergence divided by ``scale``."""
+    def maps(self, block: dict[str, np.ndarray]) -> np.ndarray:
+        """(n, H, W, 1) float32 network inputs: the convergence as stored (the networks scale it
+        themselves)."""
         kappa = block["kappa"]
         kappa = kappa[..., None] if kappa.ndim == 3 else kappa
-        return (kappa / scale).astype(np.float32)
+        return kappa.astype(np.float32)
 
     def columns(self, rows: tuple[int, int], keys: tuple[str, ...],
                 block_rows: int = 8192) -> dict[str, np.ndarray]:

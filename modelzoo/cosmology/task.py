@@ -113,20 +113,13 @@ def recalibrate_batch_norm(model: keras.Model, inputs_of, rows: tuple[int, int],
 
 
 class _MapTask(Task):
-    """What the three map tasks share: opening the file, row ranges, the input scale."""
+    """What the three map tasks share: opening the file, row ranges, the examples."""
 
     need: tuple[str, ...] = ()
     eval_keys: tuple[str, ...] = ()
 
     def open(self, path: str, data_cfg: dict) -> MassMaps:
         return open_mass_maps(path, need=self.need, pixel_arcmin=data_cfg.get("pixel_arcmin"))
-
-    @staticmethod
-    def scale(data_cfg: dict) -> float:
-        scale = float(data_cfg.get("kappa_scale", 0.01))
-        if scale <= 0:
-            raise ConfigError(f"data.kappa_scale must be positive, got {scale}")
-        return scale
 
     def eval_rows(self, maps: MassMaps, data_cfg: dict, split: str) -> tuple[int, int]:
         lo, hi = select_rows(maps.num_maps, data_cfg.get("val_fraction", 0.2), split)
@@ -215,24 +208,31 @@ class MapReconstruction(_MapTask):
     name = "cosmo_reconstruction"
 
     def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
-        scale, keep = self.scale(data_cfg), float(data_cfg.get("keep_fraction", 0.7))
+        keep = float(data_cfg.get("keep_fraction", 0.7))
         rng = np.random.default_rng([seed, 5])
 
         def to_example(block):
-            clean = maps.maps(block, scale)
+            clean = maps.maps(block)
             noisy = corrupt(clean, keep, rng) if training else fixed_corruption(clean, keep, seed)
             return noisy, clean
 
         return to_example
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
-        model.compile(optimizer=optimizer, loss="mse")
+        # The loss in the network's unit (kappa / kappa_scale), as the shipped weights were
+        # trained: the model's output is in kappa, whose squared errors are ~1e-5 as large.
+        units = 1.0 / float(model.get_layer("kappa").scale) ** 2
+
+        def network_unit_mse(y_true, y_pred):
+            return keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1) * units
+
+        model.compile(optimizer=optimizer, loss=network_unit_mse)
 
     def predict(self, model: keras.Model, path: str, data_cfg: dict,
                 group: ProcessGroup) -> dict[str, np.ndarray]:
         maps = self.open(path, data_cfg)
         out = self.outputs(model, maps, data_cfg, (0, maps.num_maps), group)["output"]
-        return {"reconstruction": out[..., 0] * self.scale(data_cfg)}
+        return {"reconstruction": out[..., 0]}
 
     def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
                  output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
@@ -251,12 +251,11 @@ class MapReconstruction(_MapTask):
 
         err = gather_shards(rows, group, compute, {"model": ((), "float64"),
                                                    "identity": ((), "float64")})
-        units = self.scale(data_cfg) ** 2  # back to convergence units
         result = {
             "maps": int(len(err["model"])),
             "keep_fraction": float(data_cfg.get("keep_fraction", 0.7)),
-            "mse_dcae": float(err["model"].mean() * units),
-            "mse_corrupted_input": float(err["identity"].mean() * units),
+            "mse_dcae": float(err["model"].mean()),
+            "mse_corrupted_input": float(err["identity"].mean()),
             "mse_ratio": float(err["model"].mean() / err["identity"].mean()),
             "fraction_maps_improved": float((err["model"] < err["identity"]).mean()),
         }
@@ -278,12 +277,11 @@ class CosmologyClassification(_MapTask):
     eval_keys = ("label",)
 
     def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
-        scale = self.scale(data_cfg)
         augment = training and data_cfg.get("augment", "dihedral") == "dihedral"
         rng = np.random.default_rng([seed, 6])
 
         def to_example(block):
-            x = maps.maps(block, scale)
+            x = maps.maps(block)
             return (dihedral(x, rng) if augment else x), block["label"].reshape(-1).astype(
                 np.int32)
 
@@ -328,7 +326,7 @@ class CosmologyClassification(_MapTask):
     def _figures(self, model, maps: MassMaps, raw: np.ndarray, labels: np.ndarray,
                  data_cfg: dict, rows: tuple[int, int], result: dict, output_dir: str) -> None:
         count = min(len(labels), int(data_cfg.get("embedding_max_maps", 500)))
-        inputs = maps.maps({"kappa": raw[:count]}, self.scale(data_cfg))
+        inputs = maps.maps({"kappa": raw[:count]})
         features = interpret.layer_features(model, inputs, data_cfg.get("embedding_layer"))
         interpret.embed(features, labels[:count], os.path.join(output_dir, "tsne.png"))
         plt = interpret._pyplot()
@@ -360,12 +358,11 @@ class ParameterRegression(_MapTask):
     eval_keys = PARAMETERS
 
     def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
-        scale = self.scale(data_cfg)
         augment = training and data_cfg.get("augment", "dihedral") == "dihedral"
         rng = np.random.default_rng([seed, 6])
 
         def to_example(block):
-            x = maps.maps(block, scale)
+            x = maps.maps(block)
             y = np.stack([block[p].reshape(-1) for p in PARAMETERS], axis=1).astype(np.float32)
             return (dihedral(x, rng) if augment else x), y
 

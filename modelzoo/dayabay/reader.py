@@ -20,10 +20,8 @@ one stream in a fixed interleaved order: row j of a dataset of n rows sits at po
 (j + 1/2) / n of the stream, so every contiguous range of the stream (a validation tail, a
 rank's shard) holds every class in proportion and each dataset's rows in file order.
 
-Preprocessing (fixed, no statistics of the data): charge -> log(1 + charge); time -> (time -
-median first-hit time of the trigger) / 10 ns on PMTs with charge, 0 elsewhere (dayabay-learn
-files store 0 for a PMT without a hit). Zero is therefore "no light / typical time", the value
-the denoising autoencoder's corruption writes.
+Maps come out channels-last (n, 8, 24, 4) as stored: the networks preprocess them themselves
+(:class:`modelzoo.dayabay.models.PMTPreprocess`).
 """
 
 from __future__ import annotations
@@ -49,13 +47,11 @@ CLASS_DATASETS = (
 )
 CLASS_NAMES = tuple(name for name, _ in CLASS_DATASETS)
 CHANNEL_SETS = {"all": (0, 1, 2, 3), "charge": (0, 2), "prompt": (0, 1)}
-TIME_UNIT_NS = 10.0
-_CHARGE_OF = {1: 0, 3: 2}  # time channel -> the charge channel that says which PMTs were hit
 
 
 def channel_indices(channels: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
-    """The map channels a recipe's ``data.channels`` selects: ``all``, ``charge``, ``prompt``
-    or a list of indices into :data:`CHANNELS`."""
+    """The map channels a recipe's ``data.channels`` selects (the networks' ``channels``):
+    ``all``, ``charge``, ``prompt`` or a list of indices into :data:`CHANNELS`."""
     if isinstance(channels, str):
         if channels not in CHANNEL_SETS:
             raise ConfigError(f"data.channels must be one of {sorted(CHANNEL_SETS)} or a list of "
@@ -69,22 +65,9 @@ def channel_indices(channels: str | list[int] | tuple[int, ...]) -> tuple[int, .
     return picked
 
 
-def preprocess(maps: np.ndarray, channels: tuple[int, ...] = (0, 1, 2, 3)) -> np.ndarray:
-    """Raw maps (n, 4, 8, 24) -> model input (n, 8, 24, len(channels)) float32 (see the module
-    docstring)."""
-    maps = np.asarray(maps, np.float32)
-    out = np.empty((len(maps), RINGS, COLUMNS, len(channels)), np.float32)
-    for k, c in enumerate(channels):
-        if c in _CHARGE_OF:
-            hit = maps[:, _CHARGE_OF[c]] > 0
-            times = np.where(hit, maps[:, c], np.nan).reshape(len(maps), -1)
-            any_hit = hit.reshape(len(maps), -1).any(axis=1)  # a trigger without hits: no median
-            median = np.zeros(len(maps), np.float32)
-            median[any_hit] = np.nanmedian(times[any_hit], axis=1)
-            out[..., k] = np.where(hit, (maps[:, c] - median[:, None, None]) / TIME_UNIT_NS, 0.0)
-        else:
-            out[..., k] = np.log1p(np.maximum(maps[:, c], 0.0))
-    return out
+def channels_last(maps: np.ndarray) -> np.ndarray:
+    """(n, 4, 8, 24) maps as a file stores them -> (n, 8, 24, 4) float32, the models' layout."""
+    return np.transpose(np.asarray(maps, np.float32), (0, 2, 3, 1))
 
 
 class MergedPairs:
@@ -127,7 +110,6 @@ class DayaBayPairs:
     """A validated pair file. ``to_example`` gives model inputs; see :class:`MergedPairs`."""
 
     source: MergedPairs
-    channels: tuple[int, ...] = (0, 1, 2, 3)
 
     @property
     def num_events(self) -> int:
@@ -138,20 +120,21 @@ class DayaBayPairs:
         return {CLASS_NAMES[k]: n for k, n in self.source.class_counts.items()}
 
     def to_example(self, block: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(inputs (n, 8, 24, C) float32, labels (n,) int32)."""
-        return preprocess(block["maps"], self.channels), block["label"]
+        """(maps (n, 8, 24, 4) float32, labels (n,) int32)."""
+        return channels_last(block["maps"]), block["label"]
 
     def dataset(self, rows: tuple[int, int], batch_size: int, **stream_args):
         """tf.data batches of (inputs, labels); see :func:`modelzoo.hdf5.stream`."""
         return stream(self.source, self.to_example, rows=rows, batch_size=batch_size, **stream_args)
 
     def arrays(self, rows: tuple[int, int], block_rows: int = 4096) -> dict[str, np.ndarray]:
-        """``inputs`` (preprocessed), ``maps`` (raw) and ``label`` for ``rows``."""
+        """``inputs`` (the maps channels-last, as the models take them), ``maps`` (as stored)
+        and ``label`` for ``rows``."""
         parts = [self.source.read(s, min(s + block_rows, rows[1]))
                  for s in range(rows[0], rows[1], block_rows)]
         maps = np.concatenate([p["maps"] for p in parts])
         labels = np.concatenate([p["label"] for p in parts])
-        return {"inputs": preprocess(maps, self.channels), "maps": maps, "label": labels}
+        return {"inputs": channels_last(maps), "maps": maps, "label": labels}
 
 
 def _dataset_field(path: str, handle: h5py.File, dataset: str) -> Field:
@@ -174,7 +157,6 @@ def _dataset_field(path: str, handle: h5py.File, dataset: str) -> Field:
 def open_dayabay(
     path: str | os.PathLike,
     *,
-    channels: str | list[int] | tuple[int, ...] = "all",
     classes: tuple[str, ...] | None = None,
     check_finite: bool = True,
 ) -> DayaBayPairs:
@@ -182,7 +164,6 @@ def open_dayabay(
 
     Args:
         path: the HDF5 file.
-        channels: map channels the examples carry (see :func:`channel_indices`).
         classes: class names that must be present (e.g. ``("ibd", "accidental")``); None
             accepts any non-empty subset of :data:`CLASS_NAMES`.
         check_finite: scan every dataset for NaN/Inf up front.
@@ -214,4 +195,4 @@ def open_dayabay(
                             f"events), expected (N, >= {MAP_COLUMNS}) rows")
     sources = {label: (H5Source(path, [field], check_finite=check_finite), field.path)
                for label, field in fields.items()}
-    return DayaBayPairs(MergedPairs(path, sources), channel_indices(channels))
+    return DayaBayPairs(MergedPairs(path, sources))

@@ -25,8 +25,14 @@ import keras
 import numpy as np
 
 from modelzoo.dayabay import analysis
-from modelzoo.dayabay.models import encode, reconstruct
-from modelzoo.dayabay.reader import CHANNELS, CLASS_NAMES, DayaBayPairs, open_dayabay
+from modelzoo.dayabay.models import PMTPreprocess, encode, preprocess, reconstruct
+from modelzoo.dayabay.reader import (
+    CHANNELS,
+    CLASS_NAMES,
+    DayaBayPairs,
+    channel_indices,
+    open_dayabay,
+)
 from modelzoo.distributed import ProcessGroup
 from modelzoo.tasks import Datasets, Task, gather_shards, select_rows, split_rows, split_streams
 
@@ -38,10 +44,15 @@ class _PairTask(Task):
     """What both Daya Bay tasks share: the reader and the per-rank streams."""
 
     def open(self, path: str, data_cfg: dict) -> DayaBayPairs:
-        return open_dayabay(path, channels=data_cfg.get("channels", "all"))
+        return open_dayabay(path)
 
-    def targets(self, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-        raise NotImplementedError
+    def model_config(self, path: str, data_cfg: dict) -> dict:
+        """The preprocessed channels the network sees (``data.channels``)."""
+        return {"channels": list(channel_indices(data_cfg.get("channels", "all")))}
+
+    def targets(self, data: Datasets, data_cfg: dict) -> Datasets:
+        """``data`` with the training targets in place of the labels (as they are by default)."""
+        return data
 
     def datasets(
         self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup, seed: int,
@@ -50,14 +61,11 @@ class _PairTask(Task):
         pairs = self.open(path, data_cfg)
         train_rows, val_rows = split_rows(pairs.num_events, data_cfg.get("val_fraction", 0.25))
 
-        def to_example(block):
-            return self.targets(*pairs.to_example(block))
-
-        return split_streams(
-            pairs.source, to_example, train_rows, val_rows, batch_size=batch_size, group=group,
-            seed=seed, first_epoch=first_epoch, shuffle=bool(data_cfg.get("shuffle", True)),
-            path=path, noun="pairs",
-        )
+        return self.targets(split_streams(
+            pairs.source, pairs.to_example, train_rows, val_rows, batch_size=batch_size,
+            group=group, seed=seed, first_epoch=first_epoch,
+            shuffle=bool(data_cfg.get("shuffle", True)), path=path, noun="pairs",
+        ), data_cfg)
 
     def rows(self, pairs: DayaBayPairs, data_cfg: dict, split: str) -> tuple[int, int]:
         rows = select_rows(pairs.num_events, data_cfg.get("val_fraction", 0.25), split)
@@ -71,8 +79,17 @@ class _PairTask(Task):
 class DayaBayDenoising(_PairTask):
     name = "dayabay_denoising"
 
-    def targets(self, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-        return inputs, inputs  # the clean input is the target; labels stay unused
+    def targets(self, data: Datasets, data_cfg: dict) -> Datasets:
+        """The clean preprocessed maps are the target; labels stay unused."""
+        clean = PMTPreprocess(channel_indices(data_cfg.get("channels", "all")))
+
+        def to_target(maps, labels):
+            return maps, clean(maps)
+
+        data.train = data.train.map(to_target)
+        if data.validation is not None:
+            data.validation = data.validation.map(to_target)
+        return data
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         model.compile(optimizer=optimizer, loss="mse")
@@ -84,7 +101,7 @@ class DayaBayDenoising(_PairTask):
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
             arrays = pairs.arrays(shard)
-            inputs = arrays["inputs"]
+            inputs = preprocess(model, arrays["inputs"])
             masked = row_masks(inputs.shape, fraction, seed, shard[0])
             corrupted = np.where(masked, 0.0, inputs).astype(np.float32)
             filled = {"dae": reconstruct(model, corrupted),
@@ -95,9 +112,10 @@ class DayaBayDenoising(_PairTask):
                    for k, v in filled.items()}
             flat = inputs.reshape(len(inputs), -1)
             return {**out, "masked": masked.sum(axes).astype(np.float64),
-                    "code": encode(model, inputs), "label": arrays["label"], "raw": flat}
+                    "code": encode(model, arrays["inputs"]), "label": arrays["label"],
+                    "raw": flat}
 
-        width = int(np.prod(pairs.arrays((0, 1))["inputs"].shape[1:]))
+        width = int(np.prod(model.output_shape[1:]))
         empty = {"dae_sse": ((), "float64"), "neighbour_sse": ((), "float64"),
                  "zero_sse": ((), "float64"), "masked": ((), "float64"),
                  "code": ((code_size,), "float32"), "label": ((), "int32"),
@@ -136,7 +154,8 @@ class DayaBayDenoising(_PairTask):
             analysis.embed_codes(codes[:limit], names,
                                  os.path.join(output_dir, "dayabay_tsne_codes.png"), seed)
             sample = pairs.arrays((rows[0], min(rows[1], rows[0] + 8)))
-            plot_reconstruction(model, sample["inputs"], sample["label"], pairs.channels,
+            plot_reconstruction(model, preprocess(model, sample["inputs"]), sample["label"],
+                                model.get_layer("preprocess").channels,
                                 fraction, seed,
                                 os.path.join(output_dir, "dayabay_reconstruction.png"))
         return metrics
@@ -146,7 +165,7 @@ class DayaBayDenoising(_PairTask):
         """Per pair in the reader's interleaved order: code, reconstruction of the clean input,
         and the class label (from the dataset the pair came from)."""
         pairs = self.open(path, data_cfg)
-        shape = pairs.arrays((0, 1))["inputs"].shape[1:]
+        shape = tuple(model.output_shape[1:])
         code_size = int(model.get_layer("code").units)
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -154,7 +173,8 @@ class DayaBayDenoising(_PairTask):
             for start in range(shard[0], shard[1], PREDICT_BLOCK):  # bounded memory
                 arrays = pairs.arrays((start, min(start + PREDICT_BLOCK, shard[1])))
                 parts.append({"code": encode(model, arrays["inputs"]),
-                              "reconstruction": reconstruct(model, arrays["inputs"]),
+                              "reconstruction": model.predict(arrays["inputs"], batch_size=1024,
+                                                              verbose=0),
                               "label": arrays["label"]})
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -195,9 +215,6 @@ def code_separation(codes: np.ndarray, labels: np.ndarray, raw: np.ndarray,
 
 class DayaBayClassification(_PairTask):
     name = "dayabay_classification"
-
-    def targets(self, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-        return inputs, labels
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",

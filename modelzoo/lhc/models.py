@@ -1,7 +1,8 @@
 """CNN classifiers of whole-detector LHC calorimeter images (RPV SUSY signal vs QCD background).
 
 Input images have three channels, in this order: calorimeter energy (ECAL+HCAL), EM energy and
-charged-track count, binned in (eta, phi); channels-last (N, H, W, 3).
+charged-track count, binned in (eta, phi); channels-last (N, H, W, 3), as the file stores them
+(the model applies ``log1p`` itself, ``input_transform``).
 
 References:
     W. Bhimji, S. A. Farrell, T. Kurth, M. Paganini, Prabhat, E. Racah, "Deep Neural Networks for
@@ -15,6 +16,20 @@ from __future__ import annotations
 
 import keras
 from keras import layers
+
+from modelzoo.layers import Log1p
+
+INPUT_TRANSFORMS = ("log1p", "none")
+
+def calorimeter_input(input_shape: tuple[int, int, int], input_transform: str):
+    """The raw image input (energies as the file stores them) and the model's own view of it:
+    ``log1p`` compresses energies that span five decades. The transform is a layer, so the
+    shipped weights take a file's images as they are (after NCHW -> NHWC)."""
+    if input_transform not in INPUT_TRANSFORMS:
+        raise ValueError(f"input_transform must be one of {INPUT_TRANSFORMS}, got "
+                         f"{input_transform!r}")
+    inputs = keras.Input(shape=input_shape, name="calorimeter_image")
+    return inputs, Log1p(name="log1p")(inputs) if input_transform == "log1p" else inputs
 
 
 def class_probabilities(x, num_classes: int):
@@ -32,6 +47,7 @@ def lhc_cnn(
     num_conv_blocks: int = 3,
     dense_units: int = 512,
     dropout: float = 0.5,
+    input_transform: str = "log1p",
 ) -> keras.Model:
     """The ACAT 2017 paper CNN: 3 x [conv 3x3 + batch norm + ReLU + max-pool 2], dense 512, softmax.
 
@@ -39,8 +55,7 @@ def lhc_cnn(
     original); with a one-channel 64x64 input the network has 4,493,442 parameters, the count of
     the published run.
     """
-    inputs = keras.Input(shape=input_shape, name="calorimeter_image")
-    x = inputs
+    inputs, x = calorimeter_input(input_shape, input_transform)
     for block in range(1, num_conv_blocks + 1):
         x = layers.Conv2D(
             filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
@@ -64,14 +79,14 @@ def lhc_cnn_15pf(
     filters: int = 128,
     num_conv_blocks: int = 4,
     dropout: float = 0.5,
+    input_transform: str = "log1p",
 ) -> keras.Model:
     """The 15PF / hep_cnn_benchmark CNN: 4 x [conv 3x3 + ReLU + max-pool 2 + dropout], conv 3x3,
     global average pool, softmax (594,178 parameters at 224x224x3).
 
     Works at 227x227 too (the seed's resolution); the global pool makes it size-agnostic.
     """
-    inputs = keras.Input(shape=input_shape, name="calorimeter_image")
-    x = inputs
+    inputs, x = calorimeter_input(input_shape, input_transform)
     for block in range(1, num_conv_blocks + 1):
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{block}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{block}")(x)

@@ -5,8 +5,8 @@
 * ``benchmark`` (NERSC hep_cnn_benchmark / 15PF files): ``data`` (N, 3, H, W) NCHW or
   (N, H, W, 3) NHWC, ``label``, ``weight`` (or ``normweight``) and optionally ``psr``.
 
-Images come out channels-last float32 (N, H, W, C), optionally ``log1p``-compressed (calorimeter
-energies span five decades), with integer labels and per-event physics weights. C is 3, or 1
+Images come out channels-last float32 (N, H, W, C) with the energies as stored (the models
+compress them themselves), with integer labels and per-event physics weights. C is 3, or 1
 for a file with the energy channel alone (an ACAT file with ``hist`` only, as the paper's own
 network used; a benchmark file with one channel). Labels and selection flags may be stored as
 int, unsigned, bool or float 0/1, as (N,) or (N, 1).
@@ -20,12 +20,10 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from modelzoo.errors import ConfigError
 from modelzoo.hdf5 import DataError, Field, H5Source, stream
 
 CHANNELS = ("calorimeter_energy", "em_energy", "track_count")
 LAYOUTS = ("acat", "benchmark")
-TRANSFORMS = ("none", "log1p")
 _PROCESS_FIELD = Field("process_id", "truth/process_id", (), "int", required=False)
 """The generating process (signal, or a QCD pT-hat slice) where a simulated file records it:
 the strata whose event counts were fixed by design, for the bootstrap."""
@@ -71,7 +69,6 @@ class LHCImages:
     source: H5Source
     layout: str
     channel_axis: int
-    transform: str = "log1p"
 
     @property
     def num_events(self) -> int:
@@ -106,11 +103,7 @@ class LHCImages:
             images = np.transpose(block["data"], (0, 2, 3, 1))
         else:
             images = block["data"]
-        images = images.astype(np.float32)
-        if self.transform == "log1p":
-            # Energies are non-negative; clip guards against negative noise in user files.
-            images = np.log1p(np.maximum(images, 0.0))
-        return images
+        return images.astype(np.float32)
 
     def to_example(self, block: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(images NHWC float32, labels int32, weights float32) for one block."""
@@ -138,7 +131,6 @@ class LHCImages:
 def open_lhc(
     path: str | os.PathLike,
     *,
-    transform: str = "log1p",
     weight: str = "weight",
     check_finite: bool = True,
 ) -> LHCImages:
@@ -146,14 +138,11 @@ def open_lhc(
 
     Args:
         path: the HDF5 file.
-        transform: ``"log1p"`` (default) or ``"none"``; applied to every pixel.
         weight: which weight dataset to train with: ``"weight"`` (physics cross-section weight)
             or ``"normweight"`` / ``"normalized_weight"`` (class-balanced), as the file offers.
         check_finite: scan every dataset for NaN/Inf up front.
     """
     path = os.fspath(path)
-    if transform not in TRANSFORMS:
-        raise ConfigError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
     layout = detect_layout(path)
     if layout == "acat":
         weight_path = {"weight": "weight", "normweight": "normalized_weight"}.get(weight, weight)
@@ -181,7 +170,7 @@ def open_lhc(
             _PROCESS_FIELD,
         ]
     source = H5Source(path, fields, check_finite=check_finite)
-    images = LHCImages(source, layout, channel_axis, transform)
+    images = LHCImages(source, layout, channel_axis)
     if layout == "acat":
         if ("hist_em" in source.fields) != ("hist_track" in source.fields):
             raise DataError(f"{path}: has only one of 'all_events/histEM' and "

@@ -86,11 +86,7 @@ class LHCClassification(Task):
     name = "lhc_classification"
 
     def open(self, path: str, data_cfg: dict) -> LHCImages:
-        return open_lhc(
-            path,
-            transform=data_cfg.get("transform", "log1p"),
-            weight=data_cfg.get("weight_dataset", "weight"),
-        )
+        return open_lhc(path, weight=data_cfg.get("weight_dataset", "weight"))
 
     def model_config(self, path: str, data_cfg: dict) -> dict:
         """The file's image shape, (H, W, 3) or (H, W, 1)."""

@@ -127,7 +127,7 @@ def main() -> None:
     recipe = {
         "task": "lhc_classification",
         "model": {"config": {}},
-        "data": {"transform": "log1p", "val_fraction": args.val_fraction,
+        "data": {"val_fraction": args.val_fraction,
                  "train_weights": "none", "shuffle": bool(args.shuffle)},
         "optimizer": {"name": "sgd", "learning_rate": args.lr},
         # base batch = global batch: the same peak rate for N x B and 1 x N*B.
