@@ -50,12 +50,10 @@ __all__ = [
     "ZooError",
     "build",
     "cases",
-    "from_pretrained",
     "get",
     "info",
     "list_models",
     "list_pretrained",
-    "load_weights",
     "register_case",
     "register_model",
     "save_pretrained",
@@ -63,7 +61,8 @@ __all__ = [
 
 
 def get(name: str, weights: str | os.PathLike | None = None, **config: Any):
-    """A Keras functional model from the zoo.
+    """A Keras functional model from the zoo: the one public way to a model, with or without
+    weights.
 
     Args:
         name: registry name, see :func:`list_models`.
@@ -76,23 +75,23 @@ def get(name: str, weights: str | os.PathLike | None = None, **config: Any):
     from modelzoo import pretrained
 
     if weights is not None:
-        return pretrained.build_with_weights(name, weights, config)
+        return pretrained._with_weights(name, weights, config)
     model = build(name, **config)
     pretrained.remember_build(model, name, config)
     return model
 
 
 def info(name: str) -> dict[str, Any]:
-    """Metadata of a registered model: case, domain, task, inputs/outputs, defaults, citation,
+    """Metadata of a registered model: case, domain, problem, inputs/outputs, defaults, citation,
     data layout, recipe, whether weights ship."""
     return get_spec(name).as_dict()
 
 
 def list_pretrained(pattern: str = "*") -> list[str]:
     """Shipped ``model.tag`` entries whose model name matches ``pattern``."""
-    from modelzoo import pretrained
+    from modelzoo import manifest
 
-    return pretrained.list_pretrained(pattern)
+    return manifest.list_pretrained(pattern)
 
 
 def save_pretrained(model, folder: str | os.PathLike, **kwargs: Any):
@@ -100,17 +99,3 @@ def save_pretrained(model, folder: str | os.PathLike, **kwargs: Any):
     from modelzoo import pretrained
 
     return pretrained.save_pretrained(model, folder, **kwargs)
-
-
-def from_pretrained(folder: str | os.PathLike):
-    """Rebuild the model saved in ``folder``; see :func:`modelzoo.pretrained.from_pretrained`."""
-    from modelzoo import pretrained
-
-    return pretrained.from_pretrained(folder)
-
-
-def load_weights(model, source: str | os.PathLike):
-    """Load weights into ``model``; see :func:`modelzoo.pretrained.load_weights`."""
-    from modelzoo import pretrained
-
-    return pretrained.load_weights(model, source)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from modelzoo import pretrained, registry
+from modelzoo import manifest, registry
 
 LIMITATIONS = (
     "Shipped weights are trained on the zoo's physics-informed synthetic data, not on the "
@@ -23,7 +23,7 @@ def model_card(name: str) -> str:
         spec.summary,
         "",
         f"- **Domain:** {spec.domain}",
-        f"- **Task:** {spec.task}",
+        f"- **Problem:** {spec.problem}",
         f"- **Inputs:** {spec.inputs}",
         f"- **Outputs:** {spec.outputs}",
         f"- **Data layout:** {spec.data_layout or 'see the reader'}",
@@ -53,12 +53,12 @@ def model_card(name: str) -> str:
         "## Shipped weights (synthetic data)",
         "",
     ]
-    manifest = pretrained.load_manifest()
-    entries = [k for k in sorted(manifest) if manifest[k]["model"] == name]
-    if not entries:
+    shipped = manifest.load_manifest()
+    keys = [k for k in sorted(shipped) if shipped[k]["model"] == name]
+    if not keys:
         lines.append("None yet.")
-    for key in entries:
-        entry = manifest[key]
+    for key in keys:
+        entry = shipped[key]
         lines += [
             f"### `{key}`{' (default)' if entry.get('default') else ''}",
             "",

@@ -40,11 +40,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     import modelzoo
 
     names = modelzoo.list_models(
-        args.pattern, domain=args.domain, task=args.task, pretrained=args.pretrained
+        args.pattern, domain=args.domain, problem=args.problem, pretrained=args.pretrained
     )
     for name in names:
         spec = modelzoo.get_spec(name)
-        print(f"{name:<22} {spec.domain:<20} {spec.task:<18} {spec.summary}")
+        print(f"{name:<22} {spec.domain:<20} {spec.problem:<18} {spec.summary}")
     return 0
 
 
@@ -129,16 +129,16 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrained(args: argparse.Namespace) -> int:
-    from modelzoo import pretrained, reproduce
+    from modelzoo import manifest, reproduce
 
     if args.action == "list":
-        for key in pretrained.list_pretrained():
-            entry = pretrained.load_manifest()[key]
+        for key in manifest.list_pretrained():
+            entry = manifest.load_manifest()[key]
             star = "*" if entry.get("default") else " "
             print(f"{key:<32}{star} {entry['bytes'] / 1e6:6.2f} MB  {entry['description']}")
         return 0
     if args.action == "verify":
-        keys = [args.key] if args.key else pretrained.list_pretrained()
+        keys = [args.key] if args.key else manifest.list_pretrained()
         failed = False
         for key in keys:
             outcome = reproduce.verify(key, full=args.full)
@@ -196,7 +196,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'lhc*'")
     p.add_argument("--domain", help="e.g. 'particle physics' or 'astro*'")
-    p.add_argument("--task", help="e.g. classification")
+    p.add_argument("--problem", help="kind of problem, e.g. classification")
     p.add_argument("--pretrained", action="store_true", help="only models with shipped weights")
     p.set_defaults(func=_cmd_list)
 

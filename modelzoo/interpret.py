@@ -383,12 +383,15 @@ def run(args) -> int:
     """``modelzoo explain``: loads the model and the first ``--rows`` inputs of ``--data``
     through the model's task (its ``inputs(path, data_cfg, rows)`` hook), writes
     ``<method>.png`` and ``<method>.npz`` into ``--output`` and prints where."""
-    from modelzoo.registry import get_task
-    from modelzoo.training import load_model
+    from modelzoo.registry import build, get_task
+    from modelzoo.training import _model_and_recipe, load_recipe
 
     # The recipe that goes with the weights: a run folder's own, a shipped entry's, else the
-    # model's default.
-    model, recipe = load_model(args.model, args.weights)
+    # model's default (and with no weights, a freshly initialised model).
+    if args.weights is None:
+        model, recipe = build(args.model), load_recipe(args.model)
+    else:
+        model, recipe = _model_and_recipe(args.model, args.weights)
     batch = get_task(recipe["task"]).inputs(args.data, recipe.get("data", {}), (0, args.rows))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

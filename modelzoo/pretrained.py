@@ -1,4 +1,5 @@
-"""Pretrained weights: the shipped manifest, integrity checks, and user-shareable folders.
+"""Pretrained weights: loading shipped entries (listed by :mod:`modelzoo.manifest`), integrity
+checks, and user-shareable folders.
 
 Shipped weights live in ``pretrained/`` next to ``pretrained/manifest.json``, one entry per
 ``model.tag`` (timm's naming): file, sha256, byte size, builder config, training recipe, data
@@ -33,31 +34,17 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from modelzoo import registry
+from modelzoo import manifest, registry
 from modelzoo.errors import PretrainedError
+from modelzoo.manifest import load_manifest
 
 if TYPE_CHECKING:  # keras (and TensorFlow) load when a model is built, not to read the manifest
     import keras
 
-MANIFEST = "manifest.json"
 WEIGHTS_FILE = "model.weights.h5"
 COMPACT_FORMAT = "modelzoo-float16-v2"
 COMPACT_SUFFIX = ".float16.h5"
 
-
-def _default_dir() -> Path:
-    """``MODELZOO_PRETRAINED_DIR``, else the source checkout's ``pretrained/``, else the
-    package data of an installed wheel."""
-    if os.environ.get("MODELZOO_PRETRAINED_DIR"):
-        return Path(os.environ["MODELZOO_PRETRAINED_DIR"])
-    package = Path(__file__).resolve().parent
-    checkout = package.parent / "pretrained"
-    if (checkout / MANIFEST).exists():
-        return checkout
-    return package / "_pretrained"
-
-
-PRETRAINED_DIR = _default_dir()
 
 # model -> (registry name, builder config) for models built by the zoo, so save_pretrained can
 # write the config without the user repeating it.
@@ -76,25 +63,9 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def load_manifest() -> dict[str, dict[str, Any]]:
-    path = PRETRAINED_DIR / MANIFEST
-    if not path.exists():
-        return {}
-    with open(path) as fh:
-        return json.load(fh)
-
-
-def list_pretrained(pattern: str = "*") -> list[str]:
-    """Shipped ``model.tag`` entries whose model name matches ``pattern``."""
-    import fnmatch
-
-    return sorted(k for k, e in load_manifest().items() if fnmatch.fnmatchcase(e["model"], pattern))
-
-
 def resolve(name: str, weights: str) -> tuple[str, dict[str, Any]]:
     """Manifest key and entry for ``weights`` ("default" or a tag) of model ``name``."""
-    manifest = load_manifest()
-    entries = {k: e for k, e in manifest.items() if e["model"] == name}
+    entries = {k: e for k, e in load_manifest().items() if e["model"] == name}
     if not entries:
         raise PretrainedError(f"no pretrained weights ship for {name!r}")
     if weights == "default":
@@ -210,7 +181,7 @@ def _all_layers(model) -> list:
     return found
 
 
-def build_pretrained(name: str, weights: str, config: dict[str, Any]) -> keras.Model:
+def _shipped_model(name: str, weights: str, config: dict[str, Any]) -> keras.Model:
     """Model ``name`` with shipped ``weights``; ``config`` may only repeat the entry's values."""
     key, entry = resolve(name, weights)
     defaults = registry.get_spec(name).defaults
@@ -221,7 +192,7 @@ def build_pretrained(name: str, weights: str, config: dict[str, Any]) -> keras.M
             f"{key} was trained with config {entry['config']}; {conflicts} does not match the "
             "weights (build with weights=None to change the architecture)"
         )
-    path = PRETRAINED_DIR / entry["file"]
+    path = manifest.PRETRAINED_DIR / entry["file"]
     _check_file(path, entry["sha256"], entry["bytes"])
     model = registry.build(name, **entry["config"])
     _assign(model, path)
@@ -229,29 +200,29 @@ def build_pretrained(name: str, weights: str, config: dict[str, Any]) -> keras.M
     return model
 
 
-def build_with_weights(name: str, weights: str | os.PathLike,
+def _with_weights(name: str, weights: str | os.PathLike,
                        config: dict[str, Any]) -> keras.Model:
     """Model ``name`` with ``weights``: ``"default"`` or a tag of a shipped entry, a model or run
     folder (its ``config.json`` must name the same model), or a weights file (the model is built
     from ``config`` over the registered defaults)."""
     source = os.fspath(weights)
     if os.path.isdir(source):
-        model = from_pretrained(source)
+        model = _from_folder(source)
         saved = _BUILT[model][0]
         if saved != name:
             raise PretrainedError(f"{source} holds a {saved!r} model, not {name!r}")
         return model
     if os.path.isfile(source):
         model = registry.build(name, **config)
-        load_weights(model, source)
+        _load_into(model, source)
         remember_build(model, name, config)
         return model
     if os.sep in source or source.endswith(".h5"):
         raise PretrainedError(f"{source}: no such weights file or folder")
-    return build_pretrained(name, source, config)
+    return _shipped_model(name, source, config)
 
 
-def load_weights(model: keras.Model, source: str | os.PathLike) -> keras.Model:
+def _load_into(model: keras.Model, source: str | os.PathLike) -> keras.Model:
     """Load weights into ``model`` from a shipped ``model.tag``, a model folder, or a file.
 
     Shipped entries and folders are checked against their sha256 before loading.
@@ -259,7 +230,7 @@ def load_weights(model: keras.Model, source: str | os.PathLike) -> keras.Model:
     source_str = os.fspath(source)
     if source_str in load_manifest():
         entry = load_manifest()[source_str]
-        path = PRETRAINED_DIR / entry["file"]
+        path = manifest.PRETRAINED_DIR / entry["file"]
         _check_file(path, entry["sha256"], entry["bytes"])
     elif os.path.isdir(source_str):
         path = Path(source_str) / WEIGHTS_FILE
@@ -332,7 +303,7 @@ def save_pretrained(
     return folder
 
 
-def from_pretrained(folder: str | os.PathLike) -> keras.Model:
+def _from_folder(folder: str | os.PathLike) -> keras.Model:
     """Rebuild the model saved in ``folder`` (by :func:`save_pretrained` or ``modelzoo train``)."""
     folder = Path(folder)
     config_path = folder / "config.json"
@@ -341,13 +312,13 @@ def from_pretrained(folder: str | os.PathLike) -> keras.Model:
     model_cfg = json.loads(config_path.read_text())["model"]
     model = registry.build(model_cfg["name"], **model_cfg.get("config", {}))
     if (folder / WEIGHTS_FILE).exists():
-        load_weights(model, folder)
+        _load_into(model, folder)
     else:  # a run folder still training: its latest checkpoint
         pointer = folder / "checkpoints" / "latest.json"
         if not pointer.exists():
             raise PretrainedError(f"{folder}: neither {WEIGHTS_FILE} nor a checkpoint")
         checkpoint = json.loads(pointer.read_text())["checkpoint"]
-        load_weights(model, folder / "checkpoints" / checkpoint / WEIGHTS_FILE)
+        _load_into(model, folder / "checkpoints" / checkpoint / WEIGHTS_FILE)
     remember_build(model, model_cfg["name"], model_cfg.get("config", {}))
     return model
 

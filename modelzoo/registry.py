@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from modelzoo.errors import ConfigError, ModelNotFoundError
+from modelzoo.manifest import has_pretrained
 
 ENTRY_POINT_GROUP = "modelzoo.cases"
 
@@ -49,7 +50,8 @@ class ModelSpec:
         name: registry key, e.g. ``"lhc_cnn"``.
         builder: function ``(**config) -> keras.Model``, or ``"module:function"`` naming it.
         domain: scientific field, e.g. ``"particle physics"``.
-        task: kind of problem, e.g. ``"classification"``, ``"density estimation"``.
+        problem: kind of problem, e.g. ``"classification"``, ``"density estimation"`` (the
+            :class:`~modelzoo.tasks.Task` that trains it is named by its recipe's ``task``).
         inputs: human description of the input tensor(s).
         outputs: human description of the output(s).
         citation: the paper(s) the architecture follows.
@@ -60,12 +62,17 @@ class ModelSpec:
         case: name of the case the model belongs to ("" for a model registered by hand).
         search_space: hyperparameters for ``modelzoo tune``: ``{"section.key" or
             "model.<keyword>": spec}``, see :mod:`modelzoo.tuning`.
+        sample: a small instance of the model and its data, which the conformance suite
+            (``tests/test_conformance.py``) runs every check on: ``data``, the arguments of the
+            case's generator for a few-row file in the model's layout at the shipped input
+            shape; ``config``, builder keywords of a tiny model; ``recipe``, recipe overrides
+            for training that tiny model on that file.
     """
 
     name: str
     builder: Callable[..., Any] | str
     domain: str = "unspecified"
-    task: str = "unspecified"
+    problem: str = "unspecified"
     inputs: str = ""
     outputs: str = ""
     citation: str = ""
@@ -75,6 +82,7 @@ class ModelSpec:
     published: str = ""
     case: str = ""
     search_space: dict[str, Any] = field(default_factory=dict)
+    sample: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def function(self) -> Callable[..., Any]:
         """The builder function (imported on first use)."""
@@ -94,7 +102,7 @@ class ModelSpec:
             "case": self.case,
             "summary": self.summary or _first_line(self.function()),
             "domain": self.domain,
-            "task": self.task,
+            "problem": self.problem,
             "inputs": self.inputs,
             "outputs": self.outputs,
             "defaults": dict(self.defaults),
@@ -143,13 +151,6 @@ _CASES: dict[str, Case] = {}
 _discovered = False
 
 
-def has_pretrained(name: str) -> bool:
-    """Whether verified weights ship for ``name``."""
-    from modelzoo import pretrained
-
-    return any(entry["model"] == name for entry in pretrained.load_manifest().values())
-
-
 def _first_line(function: Callable[..., Any]) -> str:
     doc = inspect.getdoc(function) or ""
     return doc.splitlines()[0] if doc else ""
@@ -184,7 +185,7 @@ def register_model(
     **metadata: Any,
 ) -> Callable:
     """Register a builder. Use bare (``@register_model``) or with metadata keywords of
-    :class:`ModelSpec` (``domain``, ``task``, ``inputs``, ``recipe``, ...).
+    :class:`ModelSpec` (``domain``, ``problem``, ``inputs``, ``recipe``, ...).
 
     The registry key is ``name`` or the function's name. Registering an existing name raises
     unless ``replace=True`` (so a user's module cannot silently shadow a zoo model).
@@ -249,21 +250,39 @@ def cases() -> dict[str, Case]:
     return dict(_CASES)
 
 
-def register_task(name: str, task: Any) -> None:
-    """Make ``task`` (a :class:`modelzoo.tasks.Task` or ``"module:Class"``) available to recipes
-    under ``name``."""
+def register_task(name: str, task: type | str) -> None:
+    """Make ``task`` (a subclass of :class:`modelzoo.tasks.Task`, or ``"module:Class"`` naming
+    one, checked when first used) available to recipes under ``name``."""
+    if not isinstance(task, str):
+        _check_task_class(name, task)
     _TASKS[name] = task
 
 
+def _check_task_class(name: str, task: Any) -> type:
+    from modelzoo.tasks import Task
+
+    if not (isinstance(task, type) and issubclass(task, Task)):
+        raise TypeError(f"task {name!r} must be a subclass of modelzoo.tasks.Task, got "
+                        f"{task!r}")
+    return task
+
+
 def get_task(name: str) -> Any:
-    """The task recipes call ``name`` (an instance; imported on first use)."""
+    """A new instance of the task recipes call ``name`` (imported on first use): one per run,
+    so that nothing a run learns crosses into another."""
     _discover()
     if name not in _TASKS:
         raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
     task = _TASKS[name]
     if isinstance(task, str):
-        task = _TASKS[name] = _resolve(task)()
-    return task
+        task = _TASKS[name] = _check_task_class(name, _resolve(task))
+    return task()
+
+
+def task_names() -> list[str]:
+    """Names of the registered tasks."""
+    _discover()
+    return sorted(_TASKS)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -302,12 +321,12 @@ def list_models(
     *,
     exclude: str | list[str] = (),
     domain: str | None = None,
-    task: str | None = None,
+    problem: str | None = None,
     pretrained: bool = False,
 ) -> list[str]:
     """Registered names matching shell wildcards, sorted.
 
-    ``domain`` and ``task`` match case-insensitively with wildcards too; ``pretrained=True``
+    ``domain`` and ``problem`` match case-insensitively with wildcards too; ``pretrained=True``
     keeps only models that ship verified weights.
     """
     _discover()
@@ -321,7 +340,7 @@ def list_models(
             continue
         if domain and not fnmatch.fnmatch(spec.domain.lower(), domain.lower()):
             continue
-        if task and not fnmatch.fnmatch(spec.task.lower(), task.lower()):
+        if problem and not fnmatch.fnmatch(spec.problem.lower(), problem.lower()):
             continue
         if pretrained and not has_pretrained(key):
             continue

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelzoo import pretrained, registry, training
+from modelzoo import manifest, pretrained, registry, training
 from modelzoo.errors import ConfigError
 
 
@@ -74,12 +74,12 @@ def export(
     description: str = "",
 ) -> dict[str, Any]:
     """Ship run ``run_dir`` as manifest entry ``key`` (``model.tag``)."""
-    model, cfg = training.load_run(run_dir)
+    model, cfg = training._load_run(run_dir)
     name = cfg["model"]["name"]
     if not key.startswith(f"{name}."):
         raise ConfigError(f"entry key {key!r} must start with the model name {name!r}")
-    pretrained.PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
-    weights = pretrained.PRETRAINED_DIR / f"{key}{pretrained.COMPACT_SUFFIX}"
+    manifest.PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
+    weights = manifest.PRETRAINED_DIR / f"{key}{pretrained.COMPACT_SUFFIX}"
     pretrained.write_compact(model, weights)
     recipe = {k: v for k, v in cfg.items() if k not in ("data_file", "world_size")}
     entry: dict[str, Any] = {
@@ -97,19 +97,19 @@ def export(
         "tolerance": tolerance or {},
         **pretrained.versions(),
     }
-    reloaded = pretrained.load_weights(training.load_run(run_dir)[0], weights)
+    reloaded = pretrained._load_into(training._load_run(run_dir)[0], weights)
     with tempfile.TemporaryDirectory() as tmp:
         entry["metrics"] = evaluate_model(reloaded, entry, data_dir or tmp)
         if "check" in data_recipe:
             entry["check_metrics"] = evaluate_model(reloaded, entry, data_dir or tmp, "check")
-    manifest = pretrained.load_manifest()
+    entries = manifest.load_manifest()
     if default:
-        for other in manifest.values():
+        for other in entries.values():
             if other["model"] == name:
                 other["default"] = False
-    manifest[key] = entry
-    path = pretrained.PRETRAINED_DIR / pretrained.MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=float) + "\n")
+    entries[key] = entry
+    path = manifest.PRETRAINED_DIR / manifest.MANIFEST
+    path.write_text(json.dumps(entries, indent=2, sort_keys=True, default=float) + "\n")
     return entry
 
 
@@ -141,7 +141,7 @@ def verify(key: str, data_dir: str | None = None, tolerance: float = 5e-3,
     rate by one event); the sha256 check has already ruled out changed weights."""
     entry = pretrained.load_manifest()[key]
     split = "check" if "check_metrics" in entry and not full else "eval"
-    model = pretrained.build_pretrained(entry["model"], entry["tag"], {})
+    model = pretrained._shipped_model(entry["model"], entry["tag"], {})
     with tempfile.TemporaryDirectory() as tmp:
         measured = evaluate_model(model, entry, data_dir or tmp, split)
     expected = entry["check_metrics" if split == "check" else "metrics"]
@@ -183,7 +183,7 @@ def recreate(key: str, work_dir: str) -> dict[str, Any]:
     """Regenerate the training data, retrain by the entry's recipe, compare with the manifest."""
     entry = pretrained.load_manifest()[key]
     run_dir = _train(entry["model"], entry["data_recipe"], work_dir, recipe=entry["recipe"])
-    model, _ = training.load_run(run_dir)
+    model, _ = training._load_run(run_dir)
     measured = evaluate_model(model, entry, work_dir)
     problems = compare(measured, entry["metrics"], entry.get("tolerance", {}), 0.05)
     return {"metrics": measured, "problems": problems, "run_dir": run_dir}

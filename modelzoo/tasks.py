@@ -8,7 +8,11 @@ recipe (``<case>/recipes/<model>.yaml``) names its task by the name its case giv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,25 +38,53 @@ class Datasets:
 
 
 class Task:
-    """How one kind of problem trains and evaluates. A case's task subclasses this and is named
-    in its ``Case.tasks``; recipes refer to it by that name. ``datasets``, ``compile`` and
-    ``evaluate`` are required; the other hooks have defaults.
+    """How one kind of problem trains, evaluates, predicts and explains: the contract between the
+    core (training, evaluation, ``modelzoo predict``/``explain``, tuning, the conformance suite)
+    and a case. A case subclasses it, names it in its ``Case.tasks``, and recipes select it by
+    that name (their ``task`` key). ``open``, ``inputs``, ``datasets``, ``compile``,
+    ``outputs``, ``evaluate`` and ``predict`` are required; the other hooks have defaults.
 
-    ``tune_monitor`` is the epoch metric ``modelzoo tune`` minimises (a task whose loss carries
-    a regulariser names the metric without it)."""
+    The core makes one instance per run (:func:`modelzoo.registry.get_task`), so what
+    ``datasets`` learns of the file may be kept on ``self`` for ``compile`` of the same run.
 
+    Data flows: ``open`` (the case's reader, which validates) -> ``inputs`` (rows as the model
+    takes them: the arrays of the file in its published layout after only the documented layout
+    change, e.g. NCHW -> NHWC; every value transform lives in the model) -> the model ->
+    ``outputs`` (per-row outputs of a row range, gathered on every rank in row order), which
+    ``evaluate`` and ``predict`` build on.
+    """
+
+    #: The name recipes give the task (their ``task`` key).
+    name: str = ""
+    #: The epoch metric ``modelzoo tune`` minimises (a task whose loss carries a regulariser
+    #: names the metric without it).
     tune_monitor: str = "val_loss"
+    #: Datasets that ``predict`` writes as the model computes them, each with the model output
+    #: it is: ``None`` for the model's one output, a key of a dict output, an index into a list
+    #: output. ``modelzoo.get(name, weights=...).predict(inputs)`` equals them row for row.
+    model_outputs: dict[str, str | int | None] = {}
+
+    def open(self, path: str, data_cfg: dict) -> Any:
+        """The case's reader on ``path`` (validated; one clear error line when it is not in
+        the layout)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement open")
+
+    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        """``rows`` of ``path`` (clipped to the file) as the model takes them, for analysis and
+        for ``model.predict``: ``inputs``, and ``labels`` (classes) or ``targets`` (what a
+        reconstruction aims at) where the task has them."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement inputs")
 
     def datasets(
         self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup, seed: int,
         first_epoch: int,
     ) -> Datasets:
         """This rank's training and validation pipelines over ``path``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement datasets")
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         """Compile ``model`` with ``optimizer`` and the task's loss and metrics."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement compile")
 
     def model_config(self, path: str, data_cfg: dict) -> dict[str, Any]:
         """Builder keywords the data file decides (e.g. its image shape), applied under the
@@ -70,25 +102,56 @@ class Task:
         statistics for the run folder's ``finalize.json`` (nothing by default)."""
         return {}
 
+    def outputs(self, model: keras.Model, source: Any, data_cfg: dict, rows: tuple[int, int],
+                group: ProcessGroup) -> dict[str, np.ndarray]:
+        """Per-row outputs of ``rows`` of ``source`` (what :meth:`open` returned): model
+        outputs and the truth the file holds, computed shard-wise (:func:`gather_shards`) and
+        gathered on every rank in row order."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement outputs")
+
     def evaluate(
         self, model: keras.Model, path: str, data_cfg: dict, split: str, output_dir: str | None,
         group: ProcessGroup,
     ) -> dict[str, Any]:
-        """The case's comparison on ``split`` of ``path``: metrics, and figures in
-        ``output_dir`` (rank 0)."""
-        raise NotImplementedError
-
-    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
-        """``rows`` of ``path`` as the model sees them, for analysis (``modelzoo explain``):
-        ``inputs``, and ``labels`` (classes) or ``targets`` (what a reconstruction aims at)
-        where the task has them."""
-        raise ConfigError(f"task {type(self).__name__} does not provide inputs for analysis")
+        """The case's comparison on ``split`` of ``path``: returns the metrics, and draws its
+        figures into ``output_dir`` when given (rank 0 only; the core writes ``metrics.json``
+        and moves the figures into place, :func:`evaluate_into`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement evaluate")
 
     def predict(self, model: keras.Model, path: str, data_cfg: dict,
                 group: ProcessGroup) -> dict[str, np.ndarray]:
         """Per-row outputs for every row of ``path``, in the file's row order, on every rank
-        (``modelzoo predict`` writes them to HDF5)."""
+        (``modelzoo predict`` writes them to HDF5); includes :attr:`model_outputs`."""
         raise NotImplementedError(f"{type(self).__name__} does not implement predict")
+
+
+def evaluate_into(task: Task, model: keras.Model, path: str, data_cfg: dict, split: str,
+                  output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
+    """``task.evaluate`` with its results written in one place: rank 0's figures are drawn into a
+    fresh folder next to ``output_dir``, ``metrics.json`` is written there too, and each file is
+    flushed and renamed into ``output_dir`` (a reader never sees a half-written file; a failed
+    evaluation leaves the previous results)."""
+    staging = None
+    if output_dir and group.is_root:
+        os.makedirs(output_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".evaluation-", dir=output_dir)
+    try:
+        metrics = task.evaluate(model, path, data_cfg, split, staging, group)
+        if staging is not None:
+            with open(os.path.join(staging, "metrics.json"), "w") as fh:
+                json.dump(metrics, fh, indent=2, default=float)
+            for name in sorted(os.listdir(staging)):
+                made, final = os.path.join(staging, name), os.path.join(output_dir, name)
+                if os.path.isdir(made):
+                    shutil.rmtree(final, ignore_errors=True)
+                else:
+                    with open(made, "rb") as fh:
+                        os.fsync(fh.fileno())
+                os.replace(made, final)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return metrics
 
 
 def gather_shards(
@@ -180,11 +243,43 @@ def split_streams(
                     validation_steps)
 
 
+def augmentations(data_cfg: dict, known: Sequence[str],
+                  default: Sequence[str] = ()) -> list[str]:
+    """The named symmetries of ``data.augment``, the one form every case takes: a list of names
+    from ``known`` (``[]`` for none; ``--set data.augment=a,b`` gives one comma-separated
+    string, and ``none`` is the empty list); ``default`` when the recipe has no such key."""
+    names = data_cfg.get("augment", list(default))
+    if isinstance(names, str):
+        names = [] if names in ("", "none") else names.split(",")
+    names = [str(n).strip() for n in names or []]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(f"data.augment: unknown symmetries {unknown}; known: {list(known)}")
+    return names
+
+
+def square_dihedral(images, seed):
+    """Each square image of the batch ``(B, S, S, C)`` under one of the 8 symmetries of the
+    square (the dihedral group D4), drawn uniformly and independently per image from the
+    stateless ``seed`` (shape [2] integers): the same seed gives the same batch. For fields
+    without a preferred orientation or handedness (galaxy stamps, convergence maps)."""
+    import tensorflow as tf
+
+    bits = tf.random.stateless_uniform(
+        tf.stack([tf.shape(images)[0], 3]), seed=seed, maxval=2, dtype=tf.int32)
+    chosen = tf.reshape(tf.cast(bits, tf.bool), [-1, 3, 1, 1, 1])
+    # A reflection about each axis and about the diagonal generate all 8 elements.
+    out = tf.where(chosen[:, 0], tf.reverse(images, [1]), images)
+    out = tf.where(chosen[:, 1], tf.reverse(out, [2]), out)
+    return tf.where(chosen[:, 2], tf.transpose(out, [0, 2, 1, 3]), out)
+
+
 def augment_training(data: Datasets, transform: Callable[[Any, Any], Any], *, seed: int,
                      rank: int, first_epoch: int) -> Datasets:
     """``data`` with the images of its training stream (an endless dataset of ``(images, ...)``
-    tuples) replaced by ``transform(images, step_seed)``, a random symmetry of the data drawn
-    statelessly; validation is left as it is.
+    tuples) replaced by ``transform(images, step_seed)``, a random symmetry of the data (or a
+    random corruption of the input) drawn statelessly; validation is left as it is. Every
+    random change of training batches goes through here.
 
     Batch ``n`` of the run gets the seed ``(seed + 7919 rank, n)``, ``n`` counted from step 0 of
     epoch 0: a resumed run sees the same augmented batches as one that went straight through,

@@ -39,6 +39,7 @@ from modelzoo import distributed, pretrained
 from modelzoo.errors import ConfigError, PretrainedError
 from modelzoo.pretrained import write_weights
 from modelzoo.registry import build, get_spec, get_task
+from modelzoo.tasks import evaluate_into
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -468,7 +469,7 @@ def train(
         if init_weights and first_epoch == 0:
             # Fine-tuning: start from trained weights (a shipped tag, a file, a model or run
             # folder) instead of the builder's initialisation; rank 0's copy is broadcast below.
-            net = pretrained.build_with_weights(model, init_weights, cfg["model"]["config"])
+            net = pretrained._with_weights(model, init_weights, cfg["model"]["config"])
         else:
             net = build(model, **cfg["model"]["config"])
     if restoring:  # before compiling: the weights file has no optimizer for Keras to look for
@@ -499,9 +500,7 @@ def train(
                         cfg["model"]["config"], group.size),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
         ]
-    task_callbacks = getattr(task, "callbacks", None)
-    if task_callbacks:
-        all_callbacks += task_callbacks(net, data, cfg.get("data", {}), group, seed)
+    all_callbacks += task.callbacks(net, data, cfg.get("data", {}), group, seed)
     all_callbacks += list(callbacks or [])
     start = time.perf_counter()
     history = {}
@@ -519,8 +518,7 @@ def train(
         )
         history = fit.history
     seconds = time.perf_counter() - start
-    finalize = getattr(task, "finalize", None)
-    stats = finalize(net, data, cfg.get("data", {}), group, seed) if finalize else {}
+    stats = task.finalize(net, data, cfg.get("data", {}), group, seed)
     if group.is_root:
         if stats:
             _write_json(os.path.join(run_dir, "finalize.json"), stats)
@@ -534,25 +532,19 @@ def train(
     return TrainResult(run_dir, epochs_run, epochs, history, seconds, rate, first_epoch, net)
 
 
-def load_run(run_dir: str) -> tuple[keras.Model, dict[str, Any]]:
-    """The trained model of a run folder (its final weights, else its latest checkpoint)."""
+def _load_run(run_dir: str) -> tuple[keras.Model, dict[str, Any]]:
+    """The trained model of a run folder (its final weights, else its latest checkpoint: what
+    ``modelzoo.get(name, weights=run_dir)`` loads) and the run's resolved recipe."""
     config_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(config_path):
         raise PretrainedError(f"{run_dir}: no {CONFIG_FILE}; is this a modelzoo run folder?")
     with open(config_path) as fh:
         cfg = json.load(fh)
-    net = build(cfg["model"]["name"], **cfg["model"].get("config", {}))
-    weights = os.path.join(run_dir, WEIGHTS_FILE)
-    if not os.path.exists(weights):
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise PretrainedError(f"{run_dir}: neither {WEIGHTS_FILE} nor a checkpoint")
-        weights = os.path.join(checkpoint[0], WEIGHTS_FILE)
-    net.load_weights(weights)
-    return net, cfg
+    return pretrained._from_folder(run_dir), cfg
 
 
-def load_model(name: str, weights: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
+def _model_and_recipe(name: str,
+                      weights: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
     """Model ``name`` with ``weights`` and the recipe to evaluate it with: a run folder's own
     recipe, a shipped entry's training recipe, else the model's default recipe (a weights file
     or a model folder)."""
@@ -560,12 +552,12 @@ def load_model(name: str, weights: str | os.PathLike) -> tuple[keras.Model, dict
     if os.path.isfile(os.path.join(source, CONFIG_FILE)):
         with open(os.path.join(source, CONFIG_FILE)) as fh:
             if "task" in json.load(fh):  # a run folder
-                net, cfg = load_run(source)
+                net, cfg = _load_run(source)
                 if cfg["model"]["name"] != name:
                     raise PretrainedError(f"{source} is a run of {cfg['model']['name']!r}, "
                                           f"not {name!r}")
                 return net, cfg
-    net = pretrained.build_with_weights(name, source, {})
+    net = pretrained._with_weights(name, source, {})
     if os.path.exists(source):
         return net, load_recipe(name)
     _, entry = pretrained.resolve(name, source)
@@ -579,7 +571,7 @@ def predict(name: str, weights: str | os.PathLike, data: str, output: str, *,
     import h5py
 
     group = distributed.init()
-    net, cfg = load_model(name, weights)
+    net, cfg = _model_and_recipe(name, weights)
     cfg = apply_overrides(cfg, overrides or {})
     outputs = get_task(cfg["task"]).predict(net, data, cfg.get("data", {}), group)
     if group.is_root:
@@ -602,10 +594,10 @@ def evaluate_model(
     """The case's evaluation of model ``name`` with ``weights`` (``"default"``, a tag, a weights
     file, a model or run folder) on ``data``; figures and ``metrics.json`` in ``output_dir``."""
     group = distributed.init()
-    net, cfg = load_model(name, weights)
+    net, cfg = _model_and_recipe(name, weights)
     cfg = apply_overrides(cfg, overrides or {})
-    task = get_task(cfg["task"])
-    return task.evaluate(net, data, cfg.get("data", {}), split, output_dir, group)
+    return evaluate_into(get_task(cfg["task"]), net, data, cfg.get("data", {}), split,
+                         output_dir, group)
 
 
 def evaluate(
@@ -616,7 +608,7 @@ def evaluate(
     writes ``metrics.json`` and the task's figures into ``output_dir`` (default: the run).
     ``overrides`` change recipe keys for this evaluation only (``{"data.eval_samples": 256}``)."""
     group = distributed.init()
-    net, cfg = load_run(run_dir)
+    net, cfg = _load_run(run_dir)
     cfg = apply_overrides(cfg, overrides or {})
-    task = get_task(cfg["task"])
-    return task.evaluate(net, data, cfg.get("data", {}), split, output_dir or run_dir, group)
+    return evaluate_into(get_task(cfg["task"]), net, data, cfg.get("data", {}), split,
+                         output_dir or run_dir, group)

@@ -5,10 +5,29 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# scikit-learn's process pool would ask `cat /proc/cpuinfo` for the physical cores: a subprocess
+# the fast tier refuses (below).
+os.environ.setdefault("LOKY_MAX_CPU_COUNT", str(os.cpu_count() or 1))
+
+import subprocess  # noqa: E402
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_process(request, monkeypatch):
+    """``make test-fast`` (``-m "not slow"``) means no subprocess: a test that starts one
+    (a horovodrun job, a CLI in a fresh interpreter, a pip install) belongs to the slow tier."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+
+    def refuse(self, args, *rest, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} started a subprocess ({args!r}); mark it "
+                             "@pytest.mark.slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 def toy_lhc_arrays(n: int = 64, size: int = 16, seed: int = 0) -> dict[str, np.ndarray]:

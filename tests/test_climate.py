@@ -60,10 +60,7 @@ def test_detector_outputs_the_grid_and_the_reconstruction(shape, filters, grid):
     out = model(np.zeros((2, *shape), np.float32))
     assert tuple(out["detection"].shape) == (2, *grid, 6 + 4)
     assert tuple(out["reconstruction"].shape) == (2, *shape)
-    probs = np.asarray(out["detection"])
-    np.testing.assert_allclose(probs[..., 4:6].sum(-1), 1, atol=1e-5)  # objectness softmax
-    np.testing.assert_allclose(probs[..., 6:].sum(-1), 1, atol=1e-5)  # class softmax
-    assert (probs[..., :4] >= 0).all()  # ReLU box
+    assert (np.asarray(out["detection"])[..., :4] >= 0).all()  # ReLU box
 
 
 def test_published_detector_builds_at_768_by_1152():

@@ -40,15 +40,6 @@ def test_dae_shapes_code_and_layers():
     assert two.output_shape == (None, 8, 24, 2) and two.get_layer("code").units == 10
 
 
-def test_cnn_outputs_class_probabilities():
-    from modelzoo.dayabay.models import dayabay_cnn
-
-    model = dayabay_cnn(filters=8)
-    prob = np.asarray(model(np.zeros((3, 8, 24, 4), np.float32)))
-    assert prob.shape == (3, 4)
-    np.testing.assert_allclose(prob.sum(1), 1.0, rtol=1e-5)
-
-
 def test_grid_must_pool_twice():
     from modelzoo.dayabay.models import dayabay_dae
 

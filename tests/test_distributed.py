@@ -57,12 +57,19 @@ def _horovod_import_error() -> str | None:
     return f"horovod.tensorflow cannot be imported ({last}); rebuild it with `make venv`"
 
 
+pytestmark = pytest.mark.slow  # real horovodrun processes
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _needs_horovod() -> None:
     """Skip this module, saying why, where Horovod cannot be imported (checked once, and only
-    when these tests run rather than whenever the test suite is collected)."""
+    when these tests run rather than whenever the test suite is collected); with
+    ``MODELZOO_REQUIRE_HOROVOD=1`` (``make test``, so CI) fail instead: a CI without Horovod
+    must not go green without its distributed tests."""
     reason = _horovod_import_error()
     if reason is not None:
+        if os.environ.get("MODELZOO_REQUIRE_HOROVOD") == "1":
+            pytest.fail(f"MODELZOO_REQUIRE_HOROVOD=1 but {reason}", pytrace=False)
         pytest.skip(reason)
 
 

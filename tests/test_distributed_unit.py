@@ -195,6 +195,7 @@ runpy.run_path(worker, run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_trains_single_process_where_horovod_is_not_installed(tmp_path):
     data = write_benchmark(tmp_path / "toy.h5", toy_lhc_arrays(n=64, size=8))
     env = {k: v for k, v in os.environ.items() if k not in distributed._LAUNCHER_SIZE_VARS}
@@ -278,6 +279,7 @@ def _np_and_hosts(command: list[str]) -> tuple[int, str]:
     return int(command[command.index("-np") + 1]), command[command.index("-H") + 1]
 
 
+@pytest.mark.slow
 def test_wrapper_help_and_errors():
     script = str(ROOT / "horovod_run.sh")
     shown = subprocess.run([script, "--help"], capture_output=True, text=True)
@@ -288,6 +290,7 @@ def test_wrapper_help_and_errors():
         assert proc.returncode == 2 and "horovod_run.sh:" in proc.stderr
 
 
+@pytest.mark.slow
 def test_wrapper_on_this_machine_and_modelzoo_shorthand():
     command = _dry_run("-np", "2", "train", "lhc_cnn", "--data", "f.h5")
     assert command[:2] == ["horovodrun", "--gloo"]
@@ -296,6 +299,7 @@ def test_wrapper_on_this_machine_and_modelzoo_shorthand():
                             "f.h5"]
 
 
+@pytest.mark.slow
 def test_wrapper_hosts_from_argument_and_hostfile(tmp_path):
     command = _dry_run("-H", "a,b:3", "--slots-per-host", "2", "--", "python", "x.py")
     assert _np_and_hosts(command) == (5, "a:2,b:3")
@@ -307,11 +311,13 @@ def test_wrapper_hosts_from_argument_and_hostfile(tmp_path):
     assert command[1] == "--mpi" and _np_and_hosts(command)[0] == 3
 
 
+@pytest.mark.slow
 def test_wrapper_passes_unknown_options_to_horovodrun():
     command = _dry_run("-np", "2", "--start-timeout", "120", "--", "python", "x.py")
     assert command[-4:] == ["--start-timeout", "120", "python", "x.py"]
 
 
+@pytest.mark.slow
 def test_wrapper_hosts_from_slurm_and_pbs(tmp_path):
     command = _dry_run("python", "y.py", SLURM_JOB_NODELIST="nid[001-002,007],login1",
                        SLURM_TASKS_PER_NODE="4(x3),2")

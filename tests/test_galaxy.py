@@ -553,7 +553,7 @@ def _dihedral_images(image: np.ndarray) -> list[np.ndarray]:
 
 
 def test_dihedral_augmentation_draws_the_eight_symmetries():
-    from modelzoo.galaxy.augment import dihedral
+    from modelzoo.tasks import square_dihedral as dihedral
 
     image = np.arange(5 * 5 * 2, dtype=np.float32).reshape(5, 5, 2)  # no symmetry of its own
     group = _dihedral_images(image)
@@ -633,7 +633,7 @@ def test_short_training_beats_the_baseline(stamp_file, tmp_path):
         prior_fit = json.load(fh)
     assert prior_fit["draws"] == 2 * 448
     assert prior_fit["log_density_mixture"] > prior_fit["log_density_standard_normal"]
-    trained, _ = training.load_run(run)
+    trained, _ = training._load_run(run)
     np.testing.assert_allclose(np.asarray(prior.prior_layer(trained).locs),
                                np.asarray(prior.prior_layer(result.model).locs))
     assert np.abs(np.asarray(prior.prior_layer(trained).locs)).max() > 0.1

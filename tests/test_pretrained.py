@@ -8,23 +8,23 @@ import numpy as np
 import pytest
 
 import modelzoo
-from modelzoo import pretrained, reproduce
+from modelzoo import manifest, pretrained, reproduce
 
 TINY = {"input_shape": (16, 16, 3), "filters": 4, "dense_units": 8}
 
 
 def _fake_shipped(tmp_path, monkeypatch):
     """A private pretrained/ folder with one compact float16 entry."""
-    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    monkeypatch.setattr(manifest, "PRETRAINED_DIR", tmp_path)
     model = modelzoo.get("lhc_cnn", **TINY)
     path = tmp_path / "lhc_cnn.test.float16.h5"
     pretrained.write_compact(model, path)
-    manifest = {"lhc_cnn.test": {
+    entries = {"lhc_cnn.test": {
         "model": "lhc_cnn", "tag": "test", "default": True, "file": path.name,
         "sha256": pretrained.sha256_of(path), "bytes": path.stat().st_size,
         "config": json.loads(json.dumps(TINY)), "metrics": {}, "description": "test entry",
     }}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "manifest.json").write_text(json.dumps(entries))
     return model, path
 
 
@@ -69,26 +69,24 @@ def test_tampered_truncated_missing_and_mismatched(tmp_path, monkeypatch):
         modelzoo.get("lhc_cnn_15pf", weights="default")
     # Loading into a different architecture names both shapes.
     with pytest.raises(modelzoo.PretrainedError, match="another configuration"):
-        modelzoo.load_weights(modelzoo.get("lhc_cnn", **{**TINY, "dense_units": 4}),
+        pretrained._load_into(modelzoo.get("lhc_cnn", **{**TINY, "dense_units": 4}),
                               "lhc_cnn.test")
 
 
-def test_save_and_from_pretrained_round_trip(tmp_path):
+def test_save_pretrained_and_get_round_trip(tmp_path):
     model = modelzoo.get("lhc_cnn", **TINY)
     folder = modelzoo.save_pretrained(model, tmp_path / "mine", metadata={"note": "mine"})
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["note"] == "mine" and len(meta["sha256"]) == 64
-    again = modelzoo.from_pretrained(folder)
+    again = modelzoo.get("lhc_cnn", weights=folder)
     _same_weights(model, again)
-
-    other = modelzoo.get("lhc_cnn", **TINY)
-    modelzoo.load_weights(other, folder)
-    _same_weights(model, other)
+    with pytest.raises(modelzoo.PretrainedError, match="holds a 'lhc_cnn' model, not"):
+        modelzoo.get("lhc_cnn_15pf", weights=folder)
 
     weights = folder / "model.weights.h5"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(modelzoo.PretrainedError, match="truncated"):
-        modelzoo.from_pretrained(folder)
+        modelzoo.get("lhc_cnn", weights=folder)
 
 
 def test_save_pretrained_needs_config_for_foreign_models(tmp_path):
@@ -100,18 +98,18 @@ def test_save_pretrained_needs_config_for_foreign_models(tmp_path):
         modelzoo.save_pretrained(foreign, tmp_path / "x")
 
 
-SHIPPED = pretrained.list_pretrained()
+SHIPPED = manifest.list_pretrained()
 
 
 def test_manifest_files_exist_and_hash_right():
-    for key, entry in pretrained.load_manifest().items():
-        path = pretrained.PRETRAINED_DIR / entry["file"]
+    for key, entry in manifest.load_manifest().items():
+        path = manifest.PRETRAINED_DIR / entry["file"]
         assert path.exists(), key
         assert path.stat().st_size == entry["bytes"], key
         assert pretrained.sha256_of(path) == entry["sha256"], key
     # The weights travel in the repository and in the wheel: a clone and a pip install stay
     # quick (the largest entry, ecog_mlp at the published width, is 22 MB as float16).
-    sizes = {p.name: p.stat().st_size for p in pretrained.PRETRAINED_DIR.glob("*")}
+    sizes = {p.name: p.stat().st_size for p in manifest.PRETRAINED_DIR.glob("*")}
     assert max(sizes.values()) < 25e6 and sum(sizes.values()) < 64e6, sizes
 
 
@@ -128,6 +126,7 @@ def test_sets_with_one_seed_and_different_arguments_get_different_files(tmp_path
     assert small != large and small == again and small.parent == tmp_path
 
 
+@pytest.mark.slow  # regenerates each entry's check set with the case's simulator
 @pytest.mark.parametrize("key", SHIPPED)
 def test_shipped_model_reproduces_manifest_metrics(key, verify_data):
     outcome = reproduce.verify(key, data_dir=verify_data)
@@ -136,6 +135,6 @@ def test_shipped_model_reproduces_manifest_metrics(key, verify_data):
 
 
 def test_every_builtin_model_ships_default_weights():
-    manifest = pretrained.load_manifest()
-    defaults = {e["model"] for e in manifest.values() if e.get("default")}
+    shipped = manifest.load_manifest()
+    defaults = {e["model"] for e in shipped.values() if e.get("default")}
     assert set(modelzoo.list_models()) <= defaults

@@ -42,7 +42,7 @@ def test_list_models_patterns_and_filters():
     assert modelzoo.list_models(["nothing*", "lhc_cnn"]) == ["lhc_cnn"]
     assert "lhc_cnn" in modelzoo.list_models(domain="particle*")
     assert "lhc_cnn" not in modelzoo.list_models(domain="astro*")
-    assert "lhc_cnn" in modelzoo.list_models(task="CLASSIFICATION")
+    assert "lhc_cnn" in modelzoo.list_models(problem="CLASSIFICATION")
     assert modelzoo.list_models("zzz*") == []
 
 
@@ -57,7 +57,7 @@ def test_info_describes_model():
 
 
 def test_user_registered_model_behaves_like_builtin():
-    @modelzoo.register_model(domain="test science", task="regression", inputs="(4,)")
+    @modelzoo.register_model(domain="test science", problem="regression", inputs="(4,)")
     def tiny_user_model(units: int = 3) -> keras.Model:
         """A user's own model."""
         inputs = keras.Input((4,))

@@ -78,9 +78,9 @@ def test_train_writes_run_folder_and_resumes(toy_file, tmp_path):
     # The weighted AUC of the run's own scores on the validation rows, computed independently.
     from sklearn.metrics import roc_auc_score
 
-    net, _ = training.load_run(run_dir)
+    net, _ = training._load_run(run_dir)
     with h5py.File(toy_file) as fh:
-        images = np.log1p(np.transpose(fh["data"][-32:], (0, 2, 3, 1)))
+        images = np.transpose(fh["data"][-32:], (0, 2, 3, 1))  # the model applies log1p
         labels, weights = fh["label"][-32:], fh["weight"][-32:]
     scores = net.predict(images, verbose=0)[:, 1]
     assert metrics["auc_weighted"] == pytest.approx(
@@ -136,12 +136,12 @@ def test_fine_tuning_starts_from_the_given_weights(toy_file, tmp_path):
     # No epochs: the run's weights are exactly where fine-tuning starts.
     training.train("lhc_cnn", toy_file, run_dir=tuned, model_config=TINY,
                    overrides={**QUICK, "train.epochs": 0, "model.init_weights": first}, verbose=0)
-    source, _ = training.load_run(first)
-    start, _ = training.load_run(tuned)
+    source, _ = training._load_run(first)
+    start, _ = training._load_run(tuned)
     for a, b in zip(source.weights, start.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     fresh = str(tmp_path / "fresh")
     training.train("lhc_cnn", toy_file, run_dir=fresh, model_config=TINY,
                    overrides={**QUICK, "train.epochs": 0, "train.seed": 5}, verbose=0)
-    assert not np.array_equal(np.asarray(training.load_run(fresh)[0].weights[0]),
+    assert not np.array_equal(np.asarray(training._load_run(fresh)[0].weights[0]),
                               np.asarray(source.weights[0]))

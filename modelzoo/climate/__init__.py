@@ -43,12 +43,17 @@ CASE = Case(
             summary="Liu et al. 2016 CNN classifying centred multi-channel patches of one "
                     "extreme-weather event type (or several) against no event.",
             domain="climate science",
-            task="classification",
+            problem="classification",
             inputs="(h, w, C) standardised fields, e.g. 32 x 32 x 8 for tropical cyclones",
             outputs="softmax over (no event, event classes...)",
             citation=_LIU,
             data_layout=_PATCHES,
             recipe="climate_patch_cnn.yaml",
+            sample={"data": {"kind": "patches", "event": "tropical_cyclone", "height": 64,
+                             "width": 96, "lat_range": [0, 60], "lon_range": [140, 260],
+                             "n_images": 12, "patch_size": [16, 16], "seed": 7},
+                    "config": {"filters": [4, 4], "dense_units": 8},
+                    "recipe": {"train.batch_size": 4}},
             published=(
                 "Liu et al. 2016 (abstract): 89-99% accuracy; per event type about 99% for "
                 "tropical cyclones, 90% for atmospheric rivers and 89.4% for weather fronts "
@@ -67,13 +72,17 @@ CASE = Case(
                     "YOLO-style head on the coarse grid, mirrored decoder reconstructing the "
                     "input.",
             domain="climate science",
-            task="detection",
+            problem="detection",
             inputs="(H, W, 16) standardised fields (published 768 x 1152 x 16)",
             outputs="detection (H/64, W/64, 6 + 4): box, objectness, class per cell; "
                     "reconstruction (H, W, 16)",
             citation=_RACAH,
             data_layout=_IMAGES,
             recipe="climate_detector.yaml",
+            sample={"data": {"kind": "images", "height": 64, "width": 96, "lat_range": [0, 60],
+                             "lon_range": [140, 260], "n_images": 8, "seed": 7},
+                    "config": {"filters": [4, 4, 4]},
+                    "recipe": {"train.batch_size": 2, "data.grid_cell": 8}},
             published=(
                 "Racah et al. 2017: mAP at IoU 0.5 and 0.1 for 2-D/3-D, supervised and "
                 "semi-supervised models on ExtremeWeather (train 1979, test 1984); unlabelled "

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -70,15 +69,26 @@ def _savefig(fig, path: str) -> None:
 
 class ClimatePatchClassification(Task):
     name = "climate_patch_classification"
+    model_outputs = {"probabilities": None}
+
+    def open(self, path: str, data_cfg: dict) -> ClimatePatches:
+        return open_patches(path)
+
+    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        """The patches in physical units, channels-last (the file's NCHW transposed)."""
+        patches = self.open(path, data_cfg)
+        block = patches.source.read(rows[0], min(rows[1], patches.num_patches))
+        x, y = patches.to_example(block)
+        return {"inputs": x, "labels": y.astype(np.int64)}
 
     def model_config(self, path: str, data_cfg: dict) -> dict[str, Any]:
-        patches = open_patches(path)
+        patches = self.open(path, data_cfg)
         return {"input_shape": list(patches.patch_shape),
                 "num_classes": len(patches.class_names), "channels": list(patches.channels)}
 
     def datasets(self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup,
                  seed: int, first_epoch: int) -> Datasets:
-        patches = open_patches(path)
+        patches = self.open(path, data_cfg)
         self.shape = patches.patch_shape
         train_rows, val_rows = split_rows(patches.num_patches, data_cfg["val_fraction"])
         return split_streams(patches.source, patches.to_example, train_rows, val_rows,
@@ -93,8 +103,9 @@ class ClimatePatchClassification(Task):
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
 
-    def probabilities(self, model: keras.Model, patches: ClimatePatches, rows: tuple[int, int],
-                      group: ProcessGroup, batch_size: int = 256) -> dict[str, np.ndarray]:
+    def outputs(self, model: keras.Model, patches: ClimatePatches, data_cfg: dict,
+                rows: tuple[int, int], group: ProcessGroup,
+                batch_size: int = 256) -> dict[str, np.ndarray]:
         """Class probabilities and labels of ``rows``, computed shard-wise, on every rank."""
         classes = len(patches.class_names)
 
@@ -110,19 +121,19 @@ class ClimatePatchClassification(Task):
 
     def predict(self, model: keras.Model, path: str, data_cfg: dict,
                 group: ProcessGroup) -> dict[str, np.ndarray]:
-        patches = open_patches(path)
+        patches = self.open(path, data_cfg)
         _check_input(model, patches.patch_shape, path)
-        out = self.probabilities(model, patches, (0, patches.num_patches), group)
-        return {"class_probabilities": out["probabilities"]}
+        out = self.outputs(model, patches, data_cfg, (0, patches.num_patches), group)
+        return {"probabilities": out["probabilities"]}
 
     def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
                  output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
         from sklearn.metrics import confusion_matrix
 
-        patches = open_patches(path)
+        patches = self.open(path, data_cfg)
         _check_input(model, patches.patch_shape, path)
         rows = select_rows(patches.num_patches, data_cfg["val_fraction"], split)
-        out = self.probabilities(model, patches, rows, group)
+        out = self.outputs(model, patches, data_cfg, rows, group)
         labels, predicted = out["label"], out["probabilities"].argmax(axis=1)
         names = patches.class_names
         matrix = confusion_matrix(labels, predicted, labels=list(range(len(names))))
@@ -142,10 +153,7 @@ class ClimatePatchClassification(Task):
         published = EVENT_TYPES[event].published_accuracy if event in EVENT_TYPES else None
         if published is not None:
             result["published_accuracy"] = published
-        if output_dir and group.is_root:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
-                json.dump(result, fh, indent=2)
+        if output_dir:
             plot_confusion(matrix, names, result, os.path.join(output_dir, "confusion.png"))
         return result
 
@@ -224,6 +232,7 @@ def encode_targets(boxes: np.ndarray, image_shape: tuple[int, int], cell: int) -
 
 class ClimateDetection(Task):
     name = "climate_detection"
+    model_outputs = {"detection": "detection"}
 
     def open(self, path: str, data_cfg: dict) -> ExtremeWeatherImages:
         images = open_extreme_weather(path, box_order=data_cfg["box_order"])
@@ -235,6 +244,14 @@ class ClimateDetection(Task):
                 "cells; the cell is 2 ** (stride-2 encoder layers): set both, e.g. --set "
                 "data.grid_cell=8 --model-config 'filters=[16,32,64]'")
         return images
+
+    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        """The fields in physical units, channels-last (the file's NCHW transposed), and the
+        standardised fields the reconstruction aims at."""
+        images = self.open(path, data_cfg)
+        fields = images.fields(images.source.read(rows[0], min(rows[1], images.num_images),
+                                                  ["images"]))
+        return {"inputs": fields, "targets": standardize(fields, images.channels)}
 
     def model_config(self, path: str, data_cfg: dict) -> dict[str, Any]:
         images = self.open(path, data_cfg)
@@ -285,19 +302,21 @@ class ClimateDetection(Task):
                           "reconstruction": float(weights["reconstruction_weight"])},
         )
 
-    def detect(self, model: keras.Model, images: ExtremeWeatherImages, rows: tuple[int, int],
-               data_cfg: dict, group: ProcessGroup, batch_size: int = 8) -> dict[str, np.ndarray]:
-        """Detections (n, k, 6; -1 padded), ground truth (n, rows, 5) and each image's
-        reconstruction error for ``rows``, computed shard-wise, on every rank."""
+    def outputs(self, model: keras.Model, images: ExtremeWeatherImages, data_cfg: dict,
+                rows: tuple[int, int], group: ProcessGroup,
+                batch_size: int = 8) -> dict[str, np.ndarray]:
+        """The detection grid the model outputs, the detections decoded from it (n, k, 6; -1
+        padded), ground truth (n, rows, 5) and each image's reconstruction error."""
         cell, k = int(data_cfg["grid_cell"]), int(data_cfg["max_detections"])
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
-            found, errors = [], []
+            found, errors, grids = [], [], []
             for start in range(shard[0], shard[1], batch_size):
                 block = images.source.read(start, min(start + batch_size, shard[1]), ["images"])
                 fields = images.fields(block)
                 out = model.predict_on_batch(fields)
                 target = standardize(fields, images.channels)
+                grids.append(np.asarray(out["detection"], np.float32))
                 errors.append(np.mean((out["reconstruction"] - target) ** 2, axis=(1, 2, 3)))
                 for grid in np.asarray(out["detection"], np.float64):
                     table = np.full((k, 6), -1.0)
@@ -306,11 +325,13 @@ class ClimateDetection(Task):
                         nms_iou=float(data_cfg["nms_iou"]), max_detections=k)
                     table[: len(dets)] = dets
                     found.append(table)
-            return {"detections": np.stack(found), "truth": images.boxes(shard),
-                    "reconstruction_mse": np.concatenate(errors)}
+            return {"detection": np.concatenate(grids), "detections": np.stack(found),
+                    "truth": images.boxes(shard), "reconstruction_mse": np.concatenate(errors)}
 
         rows_per_image = images.source._file()["boxes"].shape[1]
+        grid = tuple(model.get_layer("detection").output.shape[1:])
         return gather_shards(rows, group, compute, {
+            "detection": (grid, "float32"),
             "detections": ((k, 6), "float64"), "truth": ((rows_per_image, 5), "float64"),
             "reconstruction_mse": ((), "float64")})
 
@@ -318,8 +339,8 @@ class ClimateDetection(Task):
                 group: ProcessGroup) -> dict[str, np.ndarray]:
         images = self.open(path, data_cfg)
         _check_input(model, images.image_shape, path)
-        out = self.detect(model, images, (0, images.num_images), data_cfg, group)
-        return {"detections": out["detections"].astype(np.float32),
+        out = self.outputs(model, images, data_cfg, (0, images.num_images), group)
+        return {"detection": out["detection"], "detections": out["detections"].astype(np.float32),
                 "reconstruction_mse": out["reconstruction_mse"]}
 
     def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
@@ -327,7 +348,7 @@ class ClimateDetection(Task):
         images = self.open(path, data_cfg)
         _check_input(model, images.image_shape, path)
         rows = select_rows(images.num_images, data_cfg["val_fraction"], split)
-        out = self.detect(model, images, rows, data_cfg, group)
+        out = self.outputs(model, images, data_cfg, rows, group)
         labelled = (out["truth"][..., 4] >= 0).any(axis=1)
         if not labelled.any():
             raise ConfigError(f"{path}: no labelled image among rows {rows}; AP needs boxes")
@@ -346,10 +367,7 @@ class ClimateDetection(Task):
             result[f"map_{tag}"] = m_ap
             result.update({f"ap_{tag}_{n}": ap for n, ap in zip(names, per_class)
                            if not np.isnan(ap)})
-        if output_dir and group.is_root:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
-                json.dump(result, fh, indent=2)
+        if output_dir:
             first = np.flatnonzero(labelled)[:4]
             fields = np.concatenate([images.source.read(rows[0] + i, rows[0] + i + 1,
                                                         ["images"])["images"] for i in first])

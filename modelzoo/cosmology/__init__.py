@@ -36,12 +36,16 @@ CASE = Case(
             summary="Denoising convolutional autoencoder of 128x128 mass maps (4 conv, 2 dense "
             "bottleneck, 4 deconv; binomial corruption, MSE).",
             domain="cosmology",
-            task="denoising autoencoder",
+            problem="denoising autoencoder",
             inputs=_INPUTS + ", corrupted by zeroing pixels",
             outputs="(128, 128, 1) reconstruction of the clean map",
             citation=_SEED + "; Vincent et al., ICML 2008",
             data_layout=_LAYOUT,
             recipe="cosmo_dcae.yaml",
+            sample={"data": {"setting": "sigma8", "maps_per_class": 6, "shape_noise": False,
+                             "smoothing_arcmin": 4.92, "seed": 7},
+                    "config": {"filters": [4, 4, 4, 4], "bottleneck_units": [8, 256]},
+                    "recipe": {"train.batch_size": 4}},
             published="Reconstructs simulated 128x128 mass maps (smoothed) after training on "
             "10,000 maps; saliency highlights high mass concentrations (seed, figures 8-9).",
         ),
@@ -51,12 +55,15 @@ CASE = Case(
             summary="CNN with four hidden layers telling which cosmology produced a "
             "convergence map (softmax over N models).",
             domain="cosmology",
-            task="classification",
+            problem="classification",
             inputs=_INPUTS,
             outputs="softmax over the cosmological models (2 by default)",
             citation=_SEED + "; " + _LATER,
             data_layout=_LAYOUT,
             recipe="cosmo_cnn.yaml",
+            sample={"data": {"setting": "sigma8", "maps_per_class": 6, "seed": 7},
+                    "config": {"filters": [4, 4, 4], "dense_units": 8},
+                    "recipe": {"train.batch_size": 4}},
             published="80% accuracy on two simulated cosmologies after training on 5,000 "
             "128x128 maps (seed); >85% over 5 models along the sigma_8-Omega_m degeneracy "
             "(Schmelzle et al. 2017).",
@@ -68,12 +75,16 @@ CASE = Case(
             builder="modelzoo.cosmology.models:cosmo_cnn_regression",
             summary="The cosmology CNN with a regression head for (Omega_m, sigma_8).",
             domain="cosmology",
-            task="regression",
+            problem="regression",
             inputs=_INPUTS,
             outputs="(Omega_m, sigma_8)",
             citation=_LATER,
             data_layout=_LAYOUT,
             recipe="cosmo_cnn_regression.yaml",
+            sample={"data": {"setting": "parameters", "maps_per_class": 3,
+                             "num_cosmologies": 4, "seed": 7},
+                    "config": {"filters": [4, 4, 4], "dense_units": 8},
+                    "recipe": {"train.batch_size": 4}},
             published="About 5x smaller (Omega_m, sigma_8) contours than the power spectrum on "
             "noiseless maps (Gupta et al. 2018); 2.4-2.8x with LSST/Euclid-like noise "
             "(Ribli et al. 2019).",

@@ -16,7 +16,6 @@ targets) for ``modelzoo explain``.
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from typing import Any
@@ -34,27 +33,23 @@ from modelzoo.hdf5 import stream
 from modelzoo.tasks import (
     Datasets,
     Task,
+    augment_training,
+    augmentations,
     gather_shards,
     select_rows,
     shard_rows,
     split_rows,
     split_streams,
+    square_dihedral,
 )
 
 SEED_ACCURACY = 0.80  # Prabhat 2017 (seed): two cosmological models, 5,000 maps
 
 
-def corrupt(maps: np.ndarray, keep_fraction: float, rng: np.random.Generator, *,
-            fast: bool = True) -> np.ndarray:
-    """Binomial corruption: every pixel kept with probability ``keep_fraction``, else zeroed.
-
-    ``fast``: the mask is a uniform draw below ``keep_fraction`` (the same Bernoulli law, ten
-    times faster than ``rng.binomial``, whose cost held back the training stream: see
-    benchmarks/README.md); ``fast=False`` draws it with ``rng.binomial``."""
+def corrupt(maps: np.ndarray, keep_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Binomial corruption: every pixel kept with probability ``keep_fraction``, else zeroed."""
     if not 0.0 < keep_fraction <= 1.0:
         raise ConfigError(f"data.keep_fraction must be in (0, 1], got {keep_fraction}")
-    if fast:
-        return maps * (rng.random(maps.shape, dtype=np.float32) < keep_fraction).astype(maps.dtype)
     return maps * rng.binomial(1, keep_fraction, size=maps.shape).astype(maps.dtype)
 
 
@@ -65,19 +60,15 @@ def fixed_corruption(maps: np.ndarray, keep_fraction: float, seed: int) -> np.nd
     out = np.empty_like(maps)
     for i, one in enumerate(maps):
         rng = np.random.default_rng([seed, zlib.crc32(np.ascontiguousarray(one).tobytes())])
-        out[i] = corrupt(one, keep_fraction, rng, fast=False)
+        out[i] = corrupt(one, keep_fraction, rng)
     return out
 
 
-def dihedral(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each (H, W, C) map under a random one of the 8 square symmetries: a statistically
-    isotropic field keeps its cosmology under rotations and reflections."""
-    out = np.empty_like(maps)
-    for i, one in enumerate(maps):
-        k = rng.integers(8)
-        one = np.rot90(one, k % 4, axes=(0, 1))
-        out[i] = one[:, ::-1] if k >= 4 else one
-    return out
+def _keep_fraction(data_cfg: dict) -> float:
+    keep = float(data_cfg.get("keep_fraction", 0.7))
+    if not 0.0 < keep <= 1.0:
+        raise ConfigError(f"data.keep_fraction must be in (0, 1], got {keep}")
+    return keep
 
 
 def recalibrate_batch_norm(model: keras.Model, inputs_of, rows: tuple[int, int],
@@ -127,19 +118,33 @@ class _MapTask(Task):
         return (lo, min(hi, lo + int(limit))) if limit else (lo, hi)
 
     def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
-        """``block -> (inputs, targets)`` for the tf.data streams."""
+        """``block -> (inputs, targets)`` for the tf.data streams (training: before
+        :meth:`training_change`)."""
         raise NotImplementedError
+
+    def training_change(self, data_cfg: dict):
+        """The random change of every training batch's inputs, ``(inputs, seed) -> inputs``
+        drawn statelessly from (seed, step) by :func:`modelzoo.tasks.augment_training`, or
+        None: the named symmetries of ``data.augment`` (``[dihedral]`` by default: a
+        statistically isotropic field keeps its cosmology under rotations and reflections)."""
+        if augmentations(data_cfg, ("dihedral",), default=("dihedral",)):
+            return square_dihedral
+        return None
 
     def datasets(self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup,
                  seed: int, first_epoch: int) -> Datasets:
         maps = self.open(path, data_cfg)
         train_rows, val_rows = split_rows(maps.num_maps, data_cfg.get("val_fraction", 0.2))
         data = split_streams(
-            maps.source, self.examples(maps, data_cfg, seed + 1000 * group.rank, True),
+            maps.source, self.examples(maps, data_cfg, seed, True),
             train_rows, val_rows, batch_size=batch_size, group=group, seed=seed,
             first_epoch=first_epoch, shuffle=bool(data_cfg.get("shuffle", True)), path=path,
             noun="maps",
         )
+        change = self.training_change(data_cfg)
+        if change is not None:
+            data = augment_training(data, change, seed=seed, rank=group.rank,
+                                    first_epoch=first_epoch)
         if data.validation is not None:  # validation inputs must not change between epochs
             data.validation = stream(maps.source, self.examples(maps, data_cfg, seed, False),
                                      rows=shard_rows(val_rows, group), batch_size=batch_size)
@@ -192,31 +197,33 @@ class _MapTask(Task):
         return gather_shards(rows, group, compute, empty)
 
 
-def _write_metrics(output_dir: str | None, group: ProcessGroup, result: dict) -> bool:
-    """Writes ``metrics.json`` on rank 0; whether this rank should also draw figures."""
-    if not output_dir or not group.is_root:
-        return False
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
-    return True
-
-
 class MapReconstruction(_MapTask):
     """The denoising autoencoder's task."""
 
     name = "cosmo_reconstruction"
+    model_outputs = {"reconstruction": None}
 
     def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
-        keep = float(data_cfg.get("keep_fraction", 0.7))
-        rng = np.random.default_rng([seed, 5])
+        keep = _keep_fraction(data_cfg)
 
         def to_example(block):
             clean = maps.maps(block)
-            noisy = corrupt(clean, keep, rng) if training else fixed_corruption(clean, keep, seed)
-            return noisy, clean
+            # Training inputs are corrupted afresh every step (training_change).
+            return (clean if training else fixed_corruption(clean, keep, seed)), clean
 
         return to_example
+
+    def training_change(self, data_cfg: dict):
+        """Binomial corruption of the clean training maps, a new mask every step."""
+        keep = _keep_fraction(data_cfg)
+
+        def corrupt_batch(maps, seed):
+            import tensorflow as tf
+
+            kept = tf.random.stateless_uniform(tf.shape(maps), seed=seed) < keep
+            return maps * tf.cast(kept, maps.dtype)
+
+        return corrupt_batch
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         # The loss in the network's unit (kappa / kappa_scale), as the shipped weights were
@@ -259,7 +266,7 @@ class MapReconstruction(_MapTask):
             "mse_ratio": float(err["model"].mean() / err["identity"].mean()),
             "fraction_maps_improved": float((err["model"] < err["identity"]).mean()),
         }
-        if _write_metrics(output_dir, group, result):
+        if output_dir:
             sample = self.inputs(path, data_cfg, (rows[0], rows[0] + 4))
             interpret.reconstruction_figure(model, sample["inputs"],
                                             os.path.join(output_dir, "reconstruction.png"),
@@ -273,17 +280,13 @@ class CosmologyClassification(_MapTask):
     """Which cosmology produced a map."""
 
     name = "cosmo_classification"
+    model_outputs = {"probabilities": None}
     need = ("label",)
     eval_keys = ("label",)
 
     def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
-        augment = training and data_cfg.get("augment", "dihedral") == "dihedral"
-        rng = np.random.default_rng([seed, 6])
-
         def to_example(block):
-            x = maps.maps(block)
-            return (dihedral(x, rng) if augment else x), block["label"].reshape(-1).astype(
-                np.int32)
+            return maps.maps(block), block["label"].reshape(-1).astype(np.int32)
 
         return to_example
 
@@ -319,7 +322,7 @@ class CosmologyClassification(_MapTask):
         for kind in data_cfg.get("baselines", list(baseline.BASELINES)):
             probs = baseline.classify(baseline.features(raw, pixel, kind), labels)
             result[f"accuracy_{kind}"] = float((probs.argmax(axis=1) == labels).mean())
-        if _write_metrics(output_dir, group, result):
+        if output_dir:
             self._figures(model, maps, raw, labels, data_cfg, rows, result, output_dir)
         return result
 
@@ -354,17 +357,14 @@ class ParameterRegression(_MapTask):
     """(Omega_m, sigma_8) of a map."""
 
     name = "cosmo_regression"
+    model_outputs = {"parameters": None}
     need = ("parameters",)
     eval_keys = PARAMETERS
 
     def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
-        augment = training and data_cfg.get("augment", "dihedral") == "dihedral"
-        rng = np.random.default_rng([seed, 6])
-
         def to_example(block):
-            x = maps.maps(block)
             y = np.stack([block[p].reshape(-1) for p in PARAMETERS], axis=1).astype(np.float32)
-            return (dihedral(x, rng) if augment else x), y
+            return maps.maps(block), y
 
         return to_example
 
@@ -375,7 +375,7 @@ class ParameterRegression(_MapTask):
                 group: ProcessGroup) -> dict[str, np.ndarray]:
         maps = self.open(path, data_cfg)
         out = self.outputs(model, maps, data_cfg, (0, maps.num_maps), group)["output"]
-        return {p: out[:, i] for i, p in enumerate(PARAMETERS)}
+        return {"parameters": out, **{p: out[:, i] for i, p in enumerate(PARAMETERS)}}
 
     def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
                  output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
@@ -393,7 +393,7 @@ class ParameterRegression(_MapTask):
             for i, p in enumerate(PARAMETERS):
                 error = pred[:, i] - truth[:, i]
                 result[f"rmse_{p}_{name}"] = float(np.sqrt((error**2).mean()))
-        if _write_metrics(output_dir, group, result):
+        if output_dir:
             plt = interpret._pyplot()
             fig, axes = plt.subplots(1, 2, figsize=(9, 4))
             for i, (ax, p) in enumerate(zip(axes, PARAMETERS)):

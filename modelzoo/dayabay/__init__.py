@@ -34,13 +34,17 @@ CASE = Case(
             builder="modelzoo.dayabay.models:dayabay_dae",
             summary="Denoising convolutional autoencoder of 8x24 PMT maps with a 16-d code.",
             domain="particle physics",
-            task="representation learning",
+            problem="representation learning",
             inputs="(8, 24, 4) PMT maps: prompt charge, prompt time, delayed charge, delayed "
                    "time (log charge, time in 10 ns about the trigger's median)",
             outputs="reconstruction (8, 24, 4); `encode()` gives the 16-d code",
             citation=_CITATION,
             data_layout=_LAYOUT,
             recipe="dayabay_dae.yaml",
+            sample={"data": {"n_ibd": 8, "n_accidental": 8, "n_muon": 4, "n_flasher": 4,
+                             "seed": 7},
+                    "config": {"filters": 4, "code_size": 4},
+                    "recipe": {"train.batch_size": 4}},
             published=(
                 "Seed article (Figures 13-14): one third of the pixels zeroed, a 16-d encoding "
                 "whose t-SNE separates IBD signal from accidental background, trained on real "
@@ -57,12 +61,16 @@ CASE = Case(
             builder="modelzoo.dayabay.models:dayabay_cnn",
             summary="Supervised CNN classifying Daya Bay PMT-map pairs into event classes.",
             domain="particle physics",
-            task="classification",
+            problem="classification",
             inputs="(8, 24, 4) PMT maps, as dayabay_dae",
             outputs="softmax over (ibd, accidental, muon, flasher)",
             citation=_CITATION,
             data_layout=_LAYOUT,
             recipe="dayabay_cnn.yaml",
+            sample={"data": {"n_ibd": 8, "n_accidental": 8, "n_muon": 4, "n_flasher": 4,
+                             "seed": 7},
+                    "config": {"filters": 4, "dense_units": 8},
+                    "recipe": {"train.batch_size": 4}},
             published=(
                 "Racah et al. 2016: a CNN classifies Daya Bay triggers (muon, IBD prompt, IBD "
                 "delayed, flasher, other) with greater than 97% accuracy."

@@ -18,7 +18,6 @@ Recipe keys (``data``): ``channels`` (``all``, ``charge``, ``prompt`` or indices
 
 from __future__ import annotations
 
-import json
 import os
 
 import keras
@@ -45,6 +44,12 @@ class _PairTask(Task):
 
     def open(self, path: str, data_cfg: dict) -> DayaBayPairs:
         return open_dayabay(path)
+
+    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        """The maps as stored, channels-last ((n, 4, 8, 24) -> (n, 8, 24, 4)), and the labels."""
+        pairs = self.open(path, data_cfg)
+        arrays = pairs.arrays((rows[0], min(rows[1], pairs.num_events)))
+        return {"inputs": arrays["inputs"], "labels": arrays["label"].astype(np.int64)}
 
     def model_config(self, path: str, data_cfg: dict) -> dict:
         """The preprocessed channels the network sees (``data.channels``)."""
@@ -78,6 +83,14 @@ class _PairTask(Task):
 
 class DayaBayDenoising(_PairTask):
     name = "dayabay_denoising"
+    model_outputs = {"reconstruction": None}
+
+    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        """The maps as stored, channels-last, the labels, and the preprocessed maps the
+        reconstruction aims at."""
+        result = super().inputs(path, data_cfg, rows)
+        clean = PMTPreprocess(channel_indices(data_cfg.get("channels", "all")))
+        return {**result, "targets": np.asarray(clean(result["inputs"]))}
 
     def targets(self, data: Datasets, data_cfg: dict) -> Datasets:
         """The clean preprocessed maps are the target; labels stay unused."""
@@ -94,9 +107,11 @@ class DayaBayDenoising(_PairTask):
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         model.compile(optimizer=optimizer, loss="mse")
 
-    def _per_row(self, model: keras.Model, pairs: DayaBayPairs, rows: tuple[int, int],
-                 group: ProcessGroup, fraction: float, seed: int) -> dict[str, np.ndarray]:
-        """Codes, labels and per-row squared errors on masked values, gathered in row order."""
+    def outputs(self, model: keras.Model, pairs: DayaBayPairs, data_cfg: dict,
+                rows: tuple[int, int], group: ProcessGroup) -> dict[str, np.ndarray]:
+        """Codes, labels and per-row squared errors on the values masked by one fixed mask per
+        row (``data.eval_corruption``, ``data.eval_seed``), gathered in row order."""
+        fraction, seed = _corruption(data_cfg)
         code_size = int(model.get_layer("code").units)
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -128,9 +143,8 @@ class DayaBayDenoising(_PairTask):
     ) -> dict[str, float]:
         pairs = self.open(path, data_cfg)
         rows = self.rows(pairs, data_cfg, split)
-        fraction = float(data_cfg.get("eval_corruption", 1 / 3))
-        seed = int(data_cfg.get("eval_seed", 0))
-        got = self._per_row(model, pairs, rows, group, fraction, seed)
+        fraction, seed = _corruption(data_cfg)
+        got = self.outputs(model, pairs, data_cfg, rows, group)
         masked = got["masked"].sum()
         labels, codes = got["label"], got["code"]
         metrics: dict[str, float] = {
@@ -145,10 +159,7 @@ class DayaBayDenoising(_PairTask):
         for k, name in enumerate(CLASS_NAMES):
             metrics[f"events_{name}"] = int((labels == k).sum())
         metrics.update(code_separation(codes, labels, got["raw"], seed))
-        if output_dir and group.is_root:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
-                json.dump(metrics, fh, indent=2)
+        if output_dir:
             limit = int(data_cfg.get("tsne_max_points", 2000))
             names = np.asarray(CLASS_NAMES)[labels[:limit]]
             analysis.embed_codes(codes[:limit], names,
@@ -183,6 +194,11 @@ class DayaBayDenoising(_PairTask):
         return gather_shards((0, pairs.num_events), group, compute, empty)
 
 
+def _corruption(data_cfg: dict) -> tuple[float, int]:
+    """(fraction of values masked, seed) of the filling test."""
+    return float(data_cfg.get("eval_corruption", 1 / 3)), int(data_cfg.get("eval_seed", 0))
+
+
 def row_masks(shape: tuple[int, ...], fraction: float, seed: int, first_row: int) -> np.ndarray:
     """Masks for rows ``first_row ..``: each row's from its own seed, so any sharding of the
     evaluation masks the same values."""
@@ -215,13 +231,14 @@ def code_separation(codes: np.ndarray, labels: np.ndarray, raw: np.ndarray,
 
 class DayaBayClassification(_PairTask):
     name = "dayabay_classification"
+    model_outputs = {"probabilities": None}
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
 
-    def probabilities(self, model: keras.Model, pairs: DayaBayPairs, rows: tuple[int, int],
-                      group: ProcessGroup) -> dict[str, np.ndarray]:
+    def outputs(self, model: keras.Model, pairs: DayaBayPairs, data_cfg: dict,
+                rows: tuple[int, int], group: ProcessGroup) -> dict[str, np.ndarray]:
         classes = int(model.output_shape[-1])
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -244,7 +261,7 @@ class DayaBayClassification(_PairTask):
 
         pairs = self.open(path, data_cfg)
         rows = self.rows(pairs, data_cfg, split)
-        got = self.probabilities(model, pairs, rows, group)
+        got = self.outputs(model, pairs, data_cfg, rows, group)
         labels, predicted = got["label"], got["probabilities"].argmax(1)
         metrics: dict[str, float] = {
             "events": int(len(labels)),
@@ -256,10 +273,7 @@ class DayaBayClassification(_PairTask):
             metrics[f"accuracy_{CLASS_NAMES[k]}"] = float(np.mean(predicted[labels == k] == k))
         metrics["min_class_accuracy"] = min(metrics[f"accuracy_{CLASS_NAMES[k]}"]
                                             for k in present)
-        if output_dir and group.is_root:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
-                json.dump(metrics, fh, indent=2)
+        if output_dir:
             matrix = confusion_matrix(labels, predicted, labels=present, normalize="true")
             plot_confusion(matrix, [CLASS_NAMES[k] for k in present], metrics,
                            os.path.join(output_dir, "dayabay_confusion.png"))
@@ -268,7 +282,7 @@ class DayaBayClassification(_PairTask):
     def predict(self, model: keras.Model, path: str, data_cfg: dict,
                 group: ProcessGroup) -> dict[str, np.ndarray]:
         pairs = self.open(path, data_cfg)
-        return self.probabilities(model, pairs, (0, pairs.num_events), group)
+        return self.outputs(model, pairs, data_cfg, (0, pairs.num_events), group)
 
 
 def _pyplot():

@@ -27,7 +27,7 @@ _PUBLISHED = (
     "logistic regression 44.6 +/- 3.2%, chance 1.8% (1/57); consonant 59.0% vs 51.2%, vowel "
     "85.9% vs 78.7%. Mean over 4 subjects 33.7% vs 28.0%."
 )
-_COMMON = dict(domain="neuroscience", task="classification",
+_COMMON = dict(domain="neuroscience", problem="classification",
                inputs="(85, 258) high-gamma amplitude: electrodes x samples (200 Hz, -0.5 to "
                "+0.79 s around the consonant-vowel transition); both sizes configurable",
                outputs="softmax over 57 consonant-vowel syllables",
@@ -64,6 +64,9 @@ CASE = Case(
             summary="Fully connected network (0-3 tanh/ReLU/sigmoid layers) on high-gamma ECoG: "
             "57 syllables.",
             recipe="ecog_mlp.yaml",
+            sample={"data": {"n_trials": 40, "seed": 7},
+                    "config": {"units_1": 8},
+                    "recipe": {"train.batch_size": 8}},
             search_space=MLP_SPACE,
             **_COMMON,
         ),
@@ -72,6 +75,8 @@ CASE = Case(
             builder="modelzoo.ecog.models:ecog_logreg",
             summary="The paper's baseline: multinomial logistic regression on high-gamma ECoG.",
             recipe="ecog_logreg.yaml",
+            sample={"data": {"n_trials": 40, "seed": 7}, "config": {},
+                    "recipe": {"train.batch_size": 8}},
             search_space=dict(_TRAINING_SPACE),
             **_COMMON,
         ),

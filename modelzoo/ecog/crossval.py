@@ -55,11 +55,11 @@ def cross_validate(
             fold_overrides = {**(overrides or {}), "data.folds": folds, "data.fold": fold}
             training.train(model, data, run_dir=run_dir, overrides=fold_overrides,
                            model_config=model_config, verbose=verbose)
-            net, cfg = training.load_run(run_dir)
+            net, cfg = training._load_run(run_dir)
             task = get_task(cfg["task"])
             trials = task.open(data, cfg["data"])
             rows = split_indices(trials.num_trials, cfg["data"])["test"]
-            pred = task.probabilities(net, trials, rows, group)
+            pred = task.outputs(net, trials, cfg["data"], rows, group)
             labels.append(pred["label"])
             probabilities.append(pred["probabilities"])
             metrics = classification_metrics(pred["label"], pred["probabilities"])

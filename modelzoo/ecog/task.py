@@ -198,9 +198,16 @@ class ECoGClassification(Task):
     # What `modelzoo tune` minimises: the validation loss without the weight-decay penalty
     # (Keras adds regularisation to val_loss, which would favour weak decay for its own sake).
     tune_monitor = "val_cross_entropy"
+    model_outputs = {"probabilities": None}
 
     def open(self, path: str, data_cfg: dict) -> ECoGTrials:
         return open_ecog(path)
+
+    def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        """The trials as stored, (n, channels, samples) (the model standardises them itself)."""
+        trials = self.open(path, data_cfg)
+        x, y = trials.to_example(trials.source.read(rows[0], min(rows[1], trials.num_trials)))
+        return {"inputs": x, "labels": y.astype(np.int64)}
 
     @staticmethod
     def _check_labels(trials: ECoGTrials, n_classes: int) -> None:
@@ -242,9 +249,10 @@ class ECoGClassification(Task):
         return [_Standardize(trials.view(split_indices(trials.num_trials, data_cfg)["train"]),
                              trials)]
 
-    def probabilities(self, model: keras.Model, trials: ECoGTrials, rows: np.ndarray,
-                      group: ProcessGroup, batch_size: int = 256) -> dict[str, np.ndarray]:
-        """Softmax outputs and labels of ``rows``, computed shard-wise, gathered on all ranks."""
+    def outputs(self, model: keras.Model, trials: ECoGTrials, data_cfg: dict, rows: np.ndarray,
+                group: ProcessGroup, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Softmax outputs and labels of the trials ``rows`` (indices: the splits interleave),
+        computed shard-wise, gathered on all ranks."""
         view = trials.view(rows)
         n_classes = model.output_shape[-1]
 
@@ -259,7 +267,7 @@ class ECoGClassification(Task):
     def predict(self, model: keras.Model, path: str, data_cfg: dict,
                 group: ProcessGroup) -> dict[str, np.ndarray]:
         trials = self.open(path, data_cfg)
-        pred = self.probabilities(model, trials, np.arange(trials.num_trials), group)
+        pred = self.outputs(model, trials, data_cfg, np.arange(trials.num_trials), group)
         return {"probabilities": pred["probabilities"],
                 "predicted_syllable": pred["probabilities"].argmax(axis=1).astype(np.int32)}
 
@@ -276,16 +284,13 @@ class ECoGClassification(Task):
         if len(rows) == 0:
             raise ConfigError(f"split {split!r} is empty for data.folds="
                               f"{data_cfg.get('folds', 0)}")
-        pred = self.probabilities(model, trials, rows, group)
+        pred = self.outputs(model, trials, data_cfg, rows, group)
         labels, probabilities = pred["label"], pred["probabilities"]
         result = classification_metrics(labels, probabilities)
         per_class = result.pop("per_class_accuracy")  # metrics stay scalars (manifest, CLI)
         scores, tree = hierarchy_scores(soft_confusion(labels, probabilities, n_classes))
         result.update(scores)
-        if output_dir and group.is_root:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
-                json.dump(result, fh, indent=2)
+        if output_dir:
             with open(os.path.join(output_dir, "per_class_accuracy.json"), "w") as fh:
                 json.dump({"syllables": list(phonetics.SYLLABLES[:n_classes])
                            if n_classes == len(phonetics.SYLLABLES) else list(range(n_classes)),

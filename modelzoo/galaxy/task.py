@@ -13,8 +13,9 @@ posterior mode (the seed's figures 4 and 5), the baseline's fit, samples, and th
 log-likelihood differences.
 
 Recipe keys (``data`` section): ``scale`` (``auto`` or a number), ``val_fraction``,
-``shuffle``, ``augment`` (``none``, or ``dihedral``: each training stamp reflected/rotated
-by one of the 8 symmetries of the square, see :mod:`modelzoo.galaxy.augment`), ``eval_samples``,
+``shuffle``, ``augment`` (``[]``, or ``[dihedral]``: each training stamp reflected/rotated
+by one of the 8 symmetries of the square, :func:`modelzoo.tasks.square_dihedral`: a field of
+galaxies has no preferred orientation or handedness), ``eval_samples``,
 ``eval_refine_steps`` (per-stamp posterior refinement before importance sampling, see
 :func:`modelzoo.galaxy.density.log_prob`; 0 uses the encoder alone),
 ``eval_noise_floor`` (``auto``: where the file has a ``noise_variance`` map and the baseline
@@ -30,7 +31,6 @@ so that encoder and decoder train against it; unset: only after training),
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -41,16 +41,18 @@ import numpy as np
 from modelzoo.distributed import ProcessGroup
 from modelzoo.errors import ConfigError
 from modelzoo.galaxy import baseline, density, prior, vae
-from modelzoo.galaxy.augment import augment_stamps
 from modelzoo.galaxy.reader import GalaxyStamps, open_galaxies
 from modelzoo.tasks import (
     Datasets,
     Task,
+    augment_training,
+    augmentations,
     gather_shards,
     select_rows,
     shard_rows,
     split_rows,
     split_streams,
+    square_dihedral,
 )
 
 
@@ -74,13 +76,15 @@ class GalaxyDensity(Task):
             group=group, seed=seed, first_epoch=first_epoch,
             shuffle=bool(data_cfg.get("shuffle", True)), path=path, noun="stamps",
         )
-        kind = data_cfg.get("augment", "none")
-        if kind == "dihedral":
+        symmetries = augmentations(data_cfg, ("dihedral",))
+        if symmetries:
             height, width = stamps.image_shape[:2]
             if height != width:
                 raise ConfigError(f"{path}: data.augment=dihedral needs square stamps, the "
                                  f"file's are {height}x{width}")
-        return augment_stamps(streams, kind, seed=seed, rank=group.rank, first_epoch=first_epoch)
+            streams = augment_training(streams, square_dihedral, seed=seed, rank=group.rank,
+                                       first_epoch=first_epoch)
+        return streams
 
     def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
         stamps = self.open(path, data_cfg)
@@ -188,10 +192,7 @@ class GalaxyDensity(Task):
             isolated = neighbours == 0
             metrics["isolated_stamps"] = int(isolated.sum())
             metrics["fraction_vae_better_isolated"] = float(np.mean(delta[isolated] > 0))
-        if output_dir and group.is_root:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
-                json.dump(metrics, fh, indent=2)
+        if output_dir:
             np.savez(os.path.join(output_dir, "log_probs.npz"), vae=vae_lp, baseline=base_lp,
                      rows=np.arange(*rows))
             write_figures(model, stamps, rows, delta, metrics, output_dir)
@@ -203,6 +204,11 @@ class GalaxyDensity(Task):
         variance at the posterior mean (the reconstruction), and the importance-weighted
         log p(x) with ``data.eval_samples`` samples (model units)."""
         stamps = self.open(path, data_cfg)
+        return self.outputs(model, stamps, data_cfg, (0, stamps.num_stamps), group)
+
+    def outputs(self, model: keras.Model, stamps: GalaxyStamps, data_cfg: dict,
+                rows: tuple[int, int], group: ProcessGroup) -> dict[str, np.ndarray]:
+        """What :meth:`predict` writes, for ``rows``."""
         floor_on = _noise_floor_setting(data_cfg, stamps)
         num_samples = int(data_cfg.get("eval_samples", 128))
         d, shape = vae.latent_dim(model), stamps.image_shape
@@ -224,7 +230,7 @@ class GalaxyDensity(Task):
         empty = {"latent_mean": ((d,), "float32"), "latent_stddev": ((d,), "float32"),
                  "reconstruction_mean": (shape, "float32"),
                  "reconstruction_variance": (shape, "float32"), "log_prob": ((), "float64")}
-        return gather_shards((0, stamps.num_stamps), group, compute, empty)
+        return gather_shards(rows, group, compute, empty)
 
 
 def _noise_floor_setting(data_cfg: dict, stamps: GalaxyStamps) -> bool:

@@ -15,16 +15,16 @@ a stochastic lower bound whose expectation never decreases with K and tends to l
 Working with distributions (TensorFlow Probability ``tfd`` objects; ``tfp.layers`` do not work
 with Keras 3, so the distributions live inside plain Keras layers and these functions):
 
-    >>> from modelzoo.galaxy import vae, density, prior
+    >>> from modelzoo import galaxy             # the verbs, from one place
     >>> model = modelzoo.get("galaxy_vae")
-    >>> q = vae.encode(model, stamps)        # posterior over z, one per stamp
-    >>> image = vae.decode(model, q.mode())  # how the galaxy most likely appears ...
+    >>> q = galaxy.encode(model, stamps)        # posterior over z, one per stamp
+    >>> image = galaxy.decode(model, q.mode())  # how the galaxy most likely appears ...
     >>> image.mean(), image.variance()          # ... and the per-pixel uncertainty
-    >>> vae.sample(model, 16)                # new galaxies
-    >>> density.log_prob(model, stamps, num_samples=128)  # nats per stamp
-    >>> density.log_prob(model, stamps, 128, refine_steps=30)  # tighter: refined, Laplace
-    >>> density.log_prob(model, stamps, 128, noise_variance=v)  # given the survey's noise map
-    >>> prior.fit_prior(model, prior.posterior_draws(model, training_stamps))  # p(z)
+    >>> galaxy.sample(model, 16)                # new galaxies
+    >>> galaxy.log_prob(model, stamps, num_samples=128)  # nats per stamp
+    >>> galaxy.log_prob(model, stamps, 128, refine_steps=30)  # tighter: refined, Laplace
+    >>> galaxy.log_prob(model, stamps, 128, noise_variance=v)  # given the survey's noise map
+    >>> galaxy.fit_prior(model, galaxy.posterior_draws(model, training_stamps))  # p(z)
 
 Stamps are in *model units*: images divided by one constant per data set (the background noise
 sigma, see :mod:`modelzoo.galaxy.reader`); densities are over those units.

@@ -7,7 +7,6 @@ the same events, next to the selection's own true-positive rate.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from modelzoo.tasks import (
     Datasets,
     Task,
     augment_training,
+    augmentations,
     gather_shards,
     select_rows,
     shard_rows,
@@ -46,10 +46,6 @@ def detector_symmetries(symmetries: list[str]) -> Callable[[tf.Tensor, tf.Tensor
     0..H-1 pixels, and reflections of the rows / columns with probability 1/2 each. The rows
     must be phi over the full circle, as the zoo's generator writes them (file attribute
     ``image_axes``); for images centred on a jet the rotation is no symmetry."""
-    unknown = sorted(set(symmetries) - set(SYMMETRIES))
-    if unknown:
-        raise ConfigError(f"data.augment: unknown symmetries {unknown}; known: {SYMMETRIES}")
-
     def transform(x, seed):
         n, rows = tf.shape(x)[0], tf.shape(x)[1]
         if "phi_rotation" in symmetries:
@@ -84,6 +80,7 @@ def _class_balanced(images: LHCImages, rows: tuple[int, int],
 
 class LHCClassification(Task):
     name = "lhc_classification"
+    model_outputs = {"probabilities": None}
 
     def open(self, path: str, data_cfg: dict) -> LHCImages:
         return open_lhc(path, weight=data_cfg.get("weight_dataset", "weight"))
@@ -93,6 +90,7 @@ class LHCClassification(Task):
         return {"input_shape": self.open(path, data_cfg).image_shape}
 
     def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        """The images as stored, channels-last (a benchmark file's NCHW ``data`` transposed)."""
         images = self.open(path, data_cfg)
         x, y, _ = images.to_example(images.source.read(rows[0], min(rows[1], images.num_events)))
         return {"inputs": x, "labels": y}
@@ -123,9 +121,7 @@ class LHCClassification(Task):
             seed=seed, first_epoch=first_epoch, shuffle=bool(data_cfg.get("shuffle", True)),
             path=path, noun="events",
         )
-        symmetries = data_cfg.get("augment") or []
-        if isinstance(symmetries, str):  # --set data.augment=phi_rotation,eta_reflection
-            symmetries = symmetries.split(",")
+        symmetries = augmentations(data_cfg, SYMMETRIES)
         if symmetries:
             data = augment_training(data, detector_symmetries(list(symmetries)), seed=seed,
                                     rank=group.rank, first_epoch=first_epoch)
@@ -138,28 +134,31 @@ class LHCClassification(Task):
             weighted_metrics=["accuracy"],
         )
 
-    def scores(
-        self, model: keras.Model, images: LHCImages, rows: tuple[int, int], group: ProcessGroup,
-        batch_size: int = 256,
+    def outputs(
+        self, model: keras.Model, images: LHCImages, data_cfg: dict, rows: tuple[int, int],
+        group: ProcessGroup, batch_size: int = 256,
     ) -> dict[str, np.ndarray]:
-        """Signal scores and truth for ``rows``, computed shard-wise and gathered on all ranks."""
+        """Class probabilities, the signal score and the truth of ``rows``."""
         keys = images.columns
+        classes = int(model.output_shape[-1])
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
             steps = -(-(shard[1] - shard[0]) // batch_size)  # known length: no dry-run warning
             inputs = images.dataset(shard, batch_size).map(lambda x, y, w: x)
-            score = model.predict(inputs, steps=steps, verbose=0)[:, 1].astype(np.float32)
+            probs = model.predict(inputs, steps=steps, verbose=0).astype(np.float32)
             arrays = images.arrays(shard)
-            return {"score": score, **{k: np.asarray(arrays[k], np.float64) for k in keys}}
+            return {"probabilities": probs, "score": probs[:, 1],
+                    **{k: np.asarray(arrays[k], np.float64) for k in keys}}
 
-        empty = {"score": ((), "float32"), **{k: ((), "float64") for k in keys}}
+        empty = {"probabilities": ((classes,), "float32"), "score": ((), "float32"),
+                 **{k: ((), "float64") for k in keys}}
         return gather_shards(rows, group, compute, empty)
 
     def predict(self, model: keras.Model, path: str, data_cfg: dict,
                 group: ProcessGroup) -> dict[str, np.ndarray]:
         images = self.open(path, data_cfg)
-        pred = self.scores(model, images, (0, images.num_events), group)
-        return {"signal_score": pred["score"]}
+        pred = self.outputs(model, images, data_cfg, (0, images.num_events), group)
+        return {"probabilities": pred["probabilities"], "signal_score": pred["score"]}
 
     def evaluate(
         self, model: keras.Model, path: str, data_cfg: dict, split: str, output_dir: str | None,
@@ -167,7 +166,7 @@ class LHCClassification(Task):
     ) -> dict[str, float]:
         images = self.open(path, data_cfg)
         rows = select_rows(images.num_events, data_cfg.get("val_fraction", 0.2), split)
-        pred = self.scores(model, images, rows, group)
+        pred = self.outputs(model, images, data_cfg, rows, group)
         labels, scores, weights = pred["label"], pred["score"], pred["weight"]
         result = {
             "events": int(len(labels)),
@@ -178,10 +177,7 @@ class LHCClassification(Task):
         }
         if "passes_selection" in pred:
             result.update(_operating_point(pred, data_cfg, group.is_root))
-        if output_dir and group.is_root:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
-                json.dump(result, fh, indent=2)
+        if output_dir:
             plot_roc(labels, scores, weights, result, os.path.join(output_dir, "roc.png"))
         return result
 
