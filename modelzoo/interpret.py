@@ -204,8 +204,9 @@ def layer_features(model, inputs: np.ndarray, layer: str | int | None = None,
 
     if layer is None:
         outputs = {id(t) for t in model.outputs}
-        vectors = [lay for lay in model.layers[1:]
-                   if len(lay.output.shape) == 2 and id(lay.output) not in outputs]
+        vectors = [lay for lay in model.layers[1:]  # nested models may give several outputs
+                   if not isinstance(lay.output, (list, tuple))
+                   and len(lay.output.shape) == 2 and id(lay.output) not in outputs]
         chosen = vectors[-1] if vectors else model.layers[-2]
     elif isinstance(layer, int) or (isinstance(layer, str) and layer.lstrip("-").isdigit()):
         chosen = model.layers[int(layer)]

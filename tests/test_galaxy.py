@@ -638,7 +638,9 @@ def test_short_training_beats_the_baseline(stamp_file, tmp_path):
                                np.asarray(prior.prior_layer(result.model).locs))
     assert np.abs(np.asarray(prior.prior_layer(trained).locs)).max() > 0.1
     with open(os.path.join(run, "config.json")) as fh:
-        assert json.load(fh)["data"]["scale"] == pytest.approx(GalaxyConfig().noise_sigma)
+        # The unit is the model's own (auto: the file's noise sigma), so it travels with it.
+        assert json.load(fh)["model"]["config"]["input_scale"] == pytest.approx(
+            GalaxyConfig().noise_sigma)
     out = str(tmp_path / "eval")
     metrics = training.evaluate(run, stamp_file, split="val", output_dir=out,
                                 overrides={"data.eval_refine_steps": 10})

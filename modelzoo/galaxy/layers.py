@@ -85,6 +85,26 @@ class PosteriorScale(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="modelzoo")
+class ModelUnits(layers.Layer):
+    """Stamps as a file stores them -> the model's unit: divided by ``input_scale``, image
+    units per model unit (the training data's background noise sigma), in float32. No
+    variables: the unit travels with the weights in the builder's config."""
+
+    def __init__(self, input_scale: float = 1.0, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not float(input_scale) > 0:
+            raise ValueError(f"input_scale must be positive, got {input_scale}")
+        self.input_scale = float(input_scale)
+
+    def call(self, x):
+        return x / keras.ops.cast(self.input_scale, x.dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "input_scale": self.input_scale}
+
+
+@keras.saving.register_keras_serializable(package="modelzoo")
 class Reparameterize(layers.Layer):
     """``z = loc + scale * eps``, eps ~ N(0, I): a sample of q(z | x) that gradients flow
     through (Kingma & Welling 2014). Seeded by a Keras SeedGenerator (state in the weights)."""
@@ -94,7 +114,11 @@ class Reparameterize(layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, loc, scale):
+    def call(self, loc, scale, training=None):
+        # At inference z is the posterior mean, as dropout is off: ``model.predict`` is the
+        # decoder at the most likely latent galaxy, the same on every call.
+        if not training:
+            return loc
         eps = keras.random.normal(keras.ops.shape(loc), dtype=loc.dtype, seed=self.seed_generator)
         return loc + scale * eps
 

@@ -5,14 +5,16 @@ of each held-out stamp under the VAE by importance sampling (K = ``data.eval_sam
 the Celeste-style bivariate-normal galaxy model to the same stamps by maximum likelihood
 (:mod:`modelzoo.galaxy.baseline`), and reports the fraction of stamps on which the VAE assigns
 the higher density (the seed: 97.2% of 43,444 SDSS galaxies). Both densities are over the same
-numbers, the stamps divided by the file's scale, under the same kind of likelihood (independent
-normal pixels); ``log p`` in the file's own units is ``log p - num_pixels * log(scale)`` for both.
+numbers, the stamps divided by the model's unit (its ``input_scale``), under the same kind of
+likelihood (independent normal pixels); ``log p`` in the file's own units is
+``log p - num_pixels * log(scale)`` for both.
 
 Figures (``output_dir``): a held-out stamp, the decoder mean and per-pixel variance at its
 posterior mode (the seed's figures 4 and 5), the baseline's fit, samples, and the histogram of
 log-likelihood differences.
 
-Recipe keys (``data`` section): ``scale`` (``auto`` or a number), ``val_fraction``,
+Recipe keys (``data`` section): ``scale`` (the model's ``input_scale`` when training: ``auto``,
+the file's background noise sigma, or a number), ``val_fraction``,
 ``shuffle``, ``augment`` (``[]``, or ``[dihedral]``: each training stamp reflected/rotated
 by one of the 8 symmetries of the square, :func:`modelzoo.tasks.square_dihedral`: a field of
 galaxies has no preferred orientation or handedness), ``eval_samples``,
@@ -58,18 +60,29 @@ from modelzoo.tasks import (
 
 class GalaxyDensity(Task):
     name = "galaxy_density"
+    # The decoder at the posterior mean (model units): what the model computes at inference.
+    model_outputs = {"reconstruction_mean": 0, "reconstruction_variance": 1}
 
     def open(self, path: str, data_cfg: dict) -> GalaxyStamps:
-        return open_galaxies(path, scale=data_cfg.get("scale", "auto"))
+        """The stamps as stored (the model divides them by its ``input_scale`` itself)."""
+        return open_galaxies(path, scale=1.0)
+
+    @staticmethod
+    def in_model_units(model: keras.Model, path: str) -> GalaxyStamps:
+        """The stamps divided by the model's unit: what its encoder, decoder and densities
+        (and the baseline it is compared with) work in."""
+        return open_galaxies(path, scale=vae.input_scale(model))
+
+    def model_config(self, path: str, data_cfg: dict) -> dict:
+        """The model's unit: ``data.scale``, or with ``auto`` the file's background noise
+        sigma (:func:`modelzoo.galaxy.reader.estimate_scale`)."""
+        return {"input_scale": open_galaxies(path, scale=data_cfg.get("scale", "auto")).scale}
 
     def datasets(
         self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup, seed: int,
         first_epoch: int,
     ) -> Datasets:
         stamps = self.open(path, data_cfg)
-        # The resolved scale is written back into the recipe (and so into the run's
-        # config.json): evaluation on another file must use the unit the model learned in.
-        data_cfg["scale"] = stamps.scale
         train_rows, val_rows = split_rows(stamps.num_stamps, data_cfg.get("val_fraction", 0.1))
         streams = split_streams(
             stamps.source, stamps.to_example, train_rows, val_rows, batch_size=batch_size,
@@ -87,9 +100,12 @@ class GalaxyDensity(Task):
         return streams
 
     def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
-        stamps = self.open(path, data_cfg)
-        images = stamps.arrays((rows[0], min(rows[1], stamps.num_stamps)))["images"]
-        return {"inputs": images, "targets": images}
+        """The stamps as stored, and as the reconstruction (model units, ``data.scale``) aims
+        at them."""
+        rows = (rows[0], min(rows[1], self.open(path, data_cfg).num_stamps))
+        scaled = open_galaxies(path, scale=data_cfg.get("scale", "auto"))
+        return {"inputs": self.open(path, data_cfg).arrays(rows)["images"],
+                "targets": scaled.arrays(rows)["images"]}
 
     def callbacks(
         self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup, seed: int,
@@ -119,7 +135,7 @@ class GalaxyDensity(Task):
         """Each rank draws from its shard of the training stamps; every rank fits the same
         mixture to all draws, starting from the current one if it was fitted before."""
         began = time.perf_counter()
-        stamps = self.open(path, data_cfg)
+        stamps = self.in_model_units(model, path)
         train_rows, _ = split_rows(stamps.num_stamps, data_cfg.get("val_fraction", 0.1))
         here = shard_rows(train_rows, group)
         block = 2048
@@ -140,7 +156,7 @@ class GalaxyDensity(Task):
         self, model: keras.Model, path: str, data_cfg: dict, split: str, output_dir: str | None,
         group: ProcessGroup,
     ) -> dict[str, float]:
-        stamps = self.open(path, data_cfg)
+        stamps = self.in_model_units(model, path)
         rows = select_rows(stamps.num_stamps, data_cfg.get("val_fraction", 0.1), split)
         limit = data_cfg.get("eval_max_stamps")
         if limit:
@@ -203,7 +219,7 @@ class GalaxyDensity(Task):
         """Per stamp: the posterior mean and standard deviation of z, the decoder's mean and
         variance at the posterior mean (the reconstruction), and the importance-weighted
         log p(x) with ``data.eval_samples`` samples (model units)."""
-        stamps = self.open(path, data_cfg)
+        stamps = self.in_model_units(model, path)
         return self.outputs(model, stamps, data_cfg, (0, stamps.num_stamps), group)
 
     def outputs(self, model: keras.Model, stamps: GalaxyStamps, data_cfg: dict,

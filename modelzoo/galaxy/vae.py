@@ -53,6 +53,7 @@ from modelzoo.galaxy.layers import (
     ELBOLoss,
     GaussianHead,
     MixturePrior,
+    ModelUnits,
     PosteriorScale,
     Reparameterize,
     _tfd,
@@ -118,6 +119,7 @@ def galaxy_vae(
     beta_nll: float = 0.5,
     prior_components: int = 0,
     seed: int | None = None,
+    input_scale: float = 1.0,
 ) -> keras.Model:
     """Variational auto-encoder of galaxy stamps with a per-pixel normal decoder (Regier et al.).
 
@@ -139,10 +141,15 @@ def galaxy_vae(
             :class:`MixturePrior`, N(0, I) until :func:`fit_prior` fits it; the ELBO is
             always against the model's current prior.
         seed: seed of the reparameterisation noise during training.
+        input_scale: image units per model unit (the training file's background noise sigma,
+            ``data.scale``): the model divides a file's stamps by it itself, so the shipped
+            weights take the stamps as stored.
 
-    The model maps stamps to the decoder's (mean, variance) at one posterior sample and carries
-    the negative ELBO as its loss, so ``model.fit(stamps)`` trains it; the nested ``encoder`` and
-    ``decoder`` models back :func:`encode`, :func:`decode`, :func:`sample`, :func:`log_prob`.
+    The model maps stamps (as stored) to the decoder's (mean, variance), in model units, at one
+    posterior sample while training and at the posterior mean otherwise, and carries the
+    negative ELBO as its loss, so ``model.fit(stamps)`` trains it; the nested ``encoder`` and
+    ``decoder`` models (model units) back :func:`encode`, :func:`decode`, :func:`sample`,
+    :func:`log_prob`.
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
@@ -182,16 +189,22 @@ def galaxy_vae(
     decoder = keras.Model(dec_in, [mean, variance], name="decoder")
 
     # Training graph: encode, sample z with the reparameterisation, decode, add -ELBO.
-    x = keras.Input(shape=shape, name="stamp")
+    stamps = keras.Input(shape=shape, name="stamp")
+    x = ModelUnits(input_scale, name="model_units")(stamps)
     q_loc, q_scale = encoder(x)
     z = Reparameterize(seed, dtype=PROBABILISTIC_DTYPE, name="reparameterize")(q_loc, q_scale)
     p_mean, p_var = decoder(z)
     outputs = ELBOLoss(beta_nll, mixture.distribution if mixture else None,
                        dtype=PROBABILISTIC_DTYPE, name="elbo")(x, q_loc, q_scale, z, p_mean, p_var)
-    return keras.Model(x, list(outputs), name="galaxy_vae")
+    return keras.Model(stamps, list(outputs), name="galaxy_vae")
 
 
 # --- working with the distributions -------------------------------------------------------
+
+
+def input_scale(model: keras.Model) -> float:
+    """Image units per model unit of a ``galaxy_vae`` model."""
+    return model.get_layer("model_units").input_scale
 
 
 def latent_dim(model: keras.Model) -> int:
