@@ -147,6 +147,31 @@ def test_one_training_step_through_the_zoo(name, sample_file, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_a_resumed_run_sees_the_batches_of_an_uninterrupted_one(name, sample_file):
+    """Epoch 1 of a stream started at epoch 0 equals a stream resumed at epoch 1, batch by
+    batch, inputs and targets: shuffling, augmentation and corruption are drawn from (seed,
+    epoch, step), never from state a restart loses."""
+    from modelzoo.distributed import ProcessGroup
+
+    spec = _spec(name)
+    cfg = training.apply_overrides(training.load_recipe(name), spec.sample["recipe"])
+    task, batch = registry.get_task(cfg["task"]), int(cfg["train"]["batch_size"])
+
+    def batches(first_epoch: int, count: int) -> tuple[int, list]:
+        data = task.datasets(sample_file(name), dict(cfg["data"]), batch, ProcessGroup(),
+                             seed=3, first_epoch=first_epoch)
+        return data.steps_per_epoch, [keras.tree.map_structure(np.asarray, b)
+                                      for b in data.train.take(count)]
+
+    steps, _ = batches(0, 1)
+    _, straight = batches(0, 2 * steps)
+    _, resumed = batches(1, steps)
+    for a, b in zip(straight[steps:], resumed, strict=True):
+        keras.tree.map_structure(np.testing.assert_array_equal, a, b)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ENTRIES)
 def test_shipped_weights_take_the_file_arrays_as_they_are(key, sample_file, tmp_path):
     """``get(name, weights=...).predict(x)`` with ``x`` the file's arrays (after only the
