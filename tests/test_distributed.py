@@ -68,9 +68,15 @@ def _needs_horovod() -> None:
     must not go green without its distributed tests."""
     reason = _horovod_import_error()
     if reason is not None:
-        if os.environ.get("MODELZOO_REQUIRE_HOROVOD") == "1":
-            pytest.fail(f"MODELZOO_REQUIRE_HOROVOD=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason)
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip the distributed tests for ``reason``, or fail them under
+    ``MODELZOO_REQUIRE_HOROVOD=1``."""
+    if os.environ.get("MODELZOO_REQUIRE_HOROVOD") == "1":
+        pytest.fail(f"MODELZOO_REQUIRE_HOROVOD=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def _env() -> dict[str, str]:

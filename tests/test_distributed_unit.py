@@ -329,3 +329,16 @@ def test_wrapper_hosts_from_slurm_and_pbs(tmp_path):
     nodefile.write_text("b\nb\na\nb\na\n")
     command = _dry_run("python", "z.py", PBS_NODEFILE=str(nodefile))
     assert _np_and_hosts(command) == (5, "b:3,a:2")
+
+
+def test_make_test_fails_rather_than_skips_where_horovod_is_missing(monkeypatch):
+    from test_distributed import skip_or_fail
+
+    monkeypatch.setenv("MODELZOO_REQUIRE_HOROVOD", "1")
+    with pytest.raises(pytest.fail.Exception, match="REQUIRE_HOROVOD=1 but horovodrun is not"):
+        skip_or_fail("horovodrun is not on PATH")
+    monkeypatch.delenv("MODELZOO_REQUIRE_HOROVOD")
+    with pytest.raises(pytest.skip.Exception, match="horovodrun is not on PATH"):
+        skip_or_fail("horovodrun is not on PATH")
+    with open(ROOT / "Makefile") as fh:  # and `make test` (CI's command) asks for it
+        assert "test: export MODELZOO_REQUIRE_HOROVOD = 1" in fh.read()
