@@ -472,6 +472,7 @@ def test_reader_rejects_truncated_file(tmp_path):
 # --- generator ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # GalSim
 def test_generator_is_deterministic_and_readable(tmp_path):
     cfg = GalaxyConfig(bands=("g", "r"))
     a = generate_galaxies(tmp_path / "a.h5", 6, seed=5, config=cfg, chunk_size=4)
@@ -494,6 +495,7 @@ def test_generator_is_deterministic_and_readable(tmp_path):
     assert stamps.scale == pytest.approx(cfg.noise_sigma)
 
 
+@pytest.mark.slow  # GalSim
 def test_downscaled_crops_average_noise_and_keep_surface_brightness(tmp_path):
     # A crop f native pixels per stamp pixel, averaged: the sky noise per stamp pixel is
     # sigma / f, the variance map says so, and sum(image) * f^2 is the total flux.
@@ -517,6 +519,7 @@ def test_downscaled_crops_average_noise_and_keep_surface_brightness(tmp_path):
     np.testing.assert_allclose(total, 1.0e6, atol=3e4)
 
 
+@pytest.mark.slow  # GalSim
 def test_background_sources_follow_the_density(tmp_path):
     cfg = GalaxyConfig.population("prominent", crop_hlr_ratio=0.0, neighbour_density=1.0e-3)
     generate_galaxies(tmp_path / "field.h5", 40, seed=3, config=cfg)
@@ -535,6 +538,7 @@ def test_named_populations():
         GalaxyConfig.population("faint")
 
 
+@pytest.mark.slow  # GalSim
 def test_cli_generates_stamps(tmp_path, capsys):
     from modelzoo.cli import main
 
@@ -609,6 +613,7 @@ def stamp_file(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # GalSim
 def test_short_training_beats_the_baseline(stamp_file, tmp_path):
     from modelzoo import training
 
