@@ -28,7 +28,7 @@ import modelzoo  # noqa: E402
 from modelzoo import distributed, hdf5, training  # noqa: E402
 
 
-@modelzoo.register_model(name="tiny_cnn", domain="test", task="classification", replace=True)
+@modelzoo.register_model(name="tiny_cnn", domain="test", problem="classification", replace=True)
 def tiny_cnn(input_shape: tuple = (8, 8, 3), filters: int = 4) -> keras.Model:
     """Conv 3x3 + dense softmax: deterministic, and small enough to train in a second."""
     inputs = keras.Input(shape=tuple(input_shape))
