@@ -56,9 +56,9 @@ THREADS = {"threads_1x2": (1, 2), "threads_2x1": (2, 1), "threads_2x2": (2, 2)}
 
 def shipped_entry(model: str) -> dict[str, Any]:
     """The model's default shipped entry: its training recipe and its data recipe."""
-    from modelzoo import pretrained
+    from modelzoo import manifest
 
-    entries = [e for e in pretrained.load_manifest().values() if e["model"] == model]
+    entries = [e for e in manifest.load_manifest().values() if e["model"] == model]
     if not entries:
         raise SystemExit(f"{model}: no shipped entry, so no data recipe to benchmark it with")
     return next((e for e in entries if e.get("default")), entries[0])

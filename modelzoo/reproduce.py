@@ -139,7 +139,7 @@ def verify(key: str, data_dir: str | None = None, tolerance: float = 5e-3,
 
     The tolerance absorbs float round-off between CPUs (a score crossing a threshold moves a
     rate by one event); the sha256 check has already ruled out changed weights."""
-    entry = pretrained.load_manifest()[key]
+    entry = manifest.load_manifest()[key]
     split = "check" if "check_metrics" in entry and not full else "eval"
     model = pretrained._shipped_model(entry["model"], entry["tag"], {})
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +181,7 @@ def publish(
 
 def recreate(key: str, work_dir: str) -> dict[str, Any]:
     """Regenerate the training data, retrain by the entry's recipe, compare with the manifest."""
-    entry = pretrained.load_manifest()[key]
+    entry = manifest.load_manifest()[key]
     run_dir = _train(entry["model"], entry["data_recipe"], work_dir, recipe=entry["recipe"])
     model, _ = training._load_run(run_dir)
     measured = evaluate_model(model, entry, work_dir)

@@ -311,7 +311,7 @@ def test_a_wheel_installed_elsewhere_loads_every_default_entry(tmp_path):
                       "--ignore-installed", str(wheel)], cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr
     probe = textwrap.dedent("""
-        import json, modelzoo, modelzoo.pretrained as p
+        import json, modelzoo, modelzoo.manifest as p
         import os
         package = os.path.dirname(modelzoo.__file__)
         assert str(p.PRETRAINED_DIR).startswith(package), (package, p.PRETRAINED_DIR)
@@ -324,7 +324,7 @@ def test_a_wheel_installed_elsewhere_loads_every_default_entry(tmp_path):
                env={"PYTHONPATH": "", "MODELZOO_PRETRAINED_DIR": ""})
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == sorted(
-        {e["model"] for e in pretrained.load_manifest().values()})
+        {e["model"] for e in manifest.load_manifest().values()})
 
 
 def test_layers_that_derive_state_from_their_variables_rebuild_it_on_loading(tmp_path):
