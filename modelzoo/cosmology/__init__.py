@@ -23,6 +23,10 @@ _LAYOUT = (
     "HDF5 kappa (N,H,W) or (N,H,W,1) float convergence; label (N,) or (N,1) class index; "
     "omega_m, sigma_8 (N,) or (N,1) per map; root attribute pixel_arcmin"
 )
+_VOLUMES = (
+    "MLPerf HPC CosmoFlow TFRecords (gzip; x: int16 counts bytes of D^3 x 4, y: 4 floats in "
+    "[-1, 1]; a folder with train/ and validation/), or HDF5 x (N, D, H, W, C) counts, y (N, 4)"
+)
 _INPUTS = "(128, 128, 1) convergence maps kappa as stored (the model divides by kappa_scale)"
 
 CASE = Case(
@@ -71,6 +75,29 @@ CASE = Case(
                                                       "high": 3e-3, "log": True}},
         ),
         ModelSpec(
+            name="cosmoflow",
+            builder="modelzoo.cosmology.cosmoflow_models:cosmoflow",
+            summary="CosmoFlow 3-D CNN regressing (Omega_m, sigma_8, n_s, h) from 128^3 x 4 "
+            "dark-matter particle counts (MLPerf HPC reference architecture).",
+            domain="cosmology",
+            problem="regression",
+            inputs="(128, 128, 128, 4) particle counts at four redshifts, as stored (int16); "
+            "log(1 + counts) is the model's first layer",
+            outputs="4 parameters scaled to [-1, 1] (tanh x 1.2)",
+            citation="Mathuriya et al., CosmoFlow, SC18, arXiv:1808.04728; MLPerf HPC "
+            "CosmoFlow reference (Farrell et al. 2021, arXiv:2110.11466)",
+            data_layout=_VOLUMES,
+            recipe="cosmoflow.yaml",
+            published="77% parallel efficiency and 3.5 PF/s on 8,192 Cori KNL nodes (SC18); "
+            "MLPerf HPC quality target: validation MAE 0.124 on N-body volumes.",
+            # 32^3 volumes: the shipped weights' size (its four poolings need 16 | side).
+            sample={"data": {"kind": "cosmoflow", "n_volumes": 8, "npix": 32,
+                             "volumes_per_cosmology": 4, "val_fraction": 0.25, "seed": 7},
+                    "config": {"conv_filters": 2, "conv_layers": 2, "dense_units": (8,),
+                               "dropout": 0.0, "count_scale": 64.0},
+                    "recipe": {"train.batch_size": 2}},
+        ),
+        ModelSpec(
             name="cosmo_cnn_regression",
             builder="modelzoo.cosmology.models:cosmo_cnn_regression",
             summary="The cosmology CNN with a regression head for (Omega_m, sigma_8).",
@@ -94,9 +121,10 @@ CASE = Case(
         "cosmo_reconstruction": "modelzoo.cosmology.task:MapReconstruction",
         "cosmo_classification": "modelzoo.cosmology.task:CosmologyClassification",
         "cosmo_regression": "modelzoo.cosmology.task:ParameterRegression",
+        "cosmoflow_regression": "modelzoo.cosmology.cosmoflow_task:CosmoFlowRegression",
     },
-    data_command="modelzoo.cosmology.generator",
-    generator="modelzoo.cosmology.generator:generate_mass_maps",
+    data_command="modelzoo.cosmology.data",
+    generator="modelzoo.cosmology.data:generate",
     card=(
         "Synthetic data: `modelzoo data cosmology` computes the convergence power spectrum "
         "with pyccl (Eisenstein-Hu, halofit, Smail n(z) with z0 = 0.64), draws lognormal "

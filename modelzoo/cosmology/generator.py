@@ -22,7 +22,8 @@ variance (Schmelzle et al. 2017, arXiv:1707.05167): the power spectrum alone str
 (Gupta et al. 2018, arXiv:1802.01212). ``cosmologies=[(Omega_m, sigma_8), ...]`` sets any N.
 
 The HDF5 layout written here is the one :mod:`modelzoo.cosmology.reader` reads: ``kappa``
-(N, npix, npix) float32, ``label`` (N,) int32 (index of the cosmology), ``omega_m`` and
+(N, npix, npix) float32, with shape noise also ``kappa_clean`` (the same maps without it),
+``label`` (N,) int32 (index of the cosmology), ``omega_m`` and
 ``sigma_8`` (N,) float32, and the attribute ``pixel_arcmin``.
 """
 
@@ -156,18 +157,27 @@ class FieldModel:
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         """One (npix, npix) map."""
+        return self.draw_pair(rng)[0]
+
+    def draw_pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(observed, noiseless) maps of one field: the noiseless map is the same field smoothed
+        alike without shape noise (what a denoiser should return); it draws no random numbers,
+        so the observed map is the same with or without it."""
         survey = self.survey
         white = rng.standard_normal((survey.npix, survey.npix))
         field = np.fft.ifft2(np.fft.fft2(white) * self.amplitude).real
         if survey.lognormal:
             field = self.shift * np.expm1(field - self.gaussian_variance / 2.0)
+        clean = field
         if survey.shape_noise:
             field = field + survey.noise_sigma * rng.standard_normal(field.shape)
         if survey.smoothing_arcmin > 0:
             sigma = survey.smoothing_arcmin * ARCMIN
             ell = mode_ell(survey.npix, survey.pixel_arcmin)
-            field = np.fft.ifft2(np.fft.fft2(field) * np.exp(-0.5 * (ell * sigma) ** 2)).real
-        return field.astype(np.float32)
+            window = np.exp(-0.5 * (ell * sigma) ** 2)
+            field = np.fft.ifft2(np.fft.fft2(field) * window).real
+            clean = np.fft.ifft2(np.fft.fft2(clean) * window).real
+        return field.astype(np.float32), clean.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=64)
@@ -244,10 +254,11 @@ class _Chunk:
     seed: int
 
 
-def _draw_chunk(task: _Chunk) -> tuple[_Chunk, np.ndarray]:
+def _draw_chunk(task: _Chunk) -> tuple[_Chunk, np.ndarray, np.ndarray]:
     model = task.model
     rng = np.random.default_rng([task.seed, task.label, task.chunk])
-    return task, np.stack([model.draw(rng) for _ in range(task.count)])
+    pairs = [model.draw_pair(rng) for _ in range(task.count)]
+    return task, np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def generate_mass_maps(
@@ -308,10 +319,17 @@ def generate_mass_maps(
               h5py.File(partial, "w") as handle):
             kappa = handle.create_dataset("kappa", (total, npix, npix), "f4",
                                           chunks=(min(8, total), npix, npix))
-            for task, maps in results:
+            # With shape noise, the noiseless map of every row is kept beside it: a denoiser
+            # is scored against it.
+            clean = (handle.create_dataset("kappa_clean", (total, npix, npix), "f4",
+                                           chunks=(min(8, total), npix, npix))
+                     if survey.shape_noise else None)
+            for task, maps, noiseless in results:
                 rows = position[task.first:task.first + task.count]
                 order = np.argsort(rows)
                 kappa[rows[order]] = maps[order]
+                if clean is not None:
+                    clean[rows[order]] = noiseless[order]
                 done += task.count
                 now = time.perf_counter()
                 if progress and (done == total or now - last >= _PROGRESS_SECONDS):
@@ -353,7 +371,7 @@ def _pair(text: str) -> tuple[float, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``modelzoo data cosmology``."""
-    parser.add_argument("--output", required=True, help="HDF5 file to write")
+    parser.add_argument("--output", help="HDF5 file to write (required)")
     parser.add_argument("--setting", choices=SETTINGS, default="sigma8",
                         help="sigma8: shifted sigma_8 pair; degenerate: equal-variance pair "
                         "along the sigma_8-Omega_m degeneracy; parameters: random cosmologies")
@@ -374,6 +392,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """``modelzoo data cosmology``: progress and a summary line go to stderr."""
+    if args.output is None:
+        raise ConfigError("modelzoo data cosmology needs --output FILE.h5")
     generate_mass_maps(
         args.output, setting=args.setting, cosmologies=args.cosmology,
         maps_per_class=args.maps_per_class, num_cosmologies=args.num_cosmologies,

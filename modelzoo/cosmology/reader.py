@@ -4,6 +4,8 @@ Layout (the one ``modelzoo data cosmology`` writes; the NERSC maps were never pu
 this follows what simulation suites ship: one map per row, its cosmology alongside):
 
 * ``kappa``: (N, H, W) or (N, H, W, 1) float convergence maps;
+* ``kappa_clean`` (optional, shaped as ``kappa``): the same maps without noise, which a
+  denoiser is scored against;
 * ``label``: (N,) or (N, 1) class index of the cosmology (int, unsigned, bool, or float holding
   whole numbers); needed to classify;
 * ``omega_m``, ``sigma_8``: (N,) or (N, 1) float parameters per map; needed for regression;
@@ -66,6 +68,14 @@ class MassMaps:
         return "label" in self.source.fields
 
     @property
+    def has_clean(self) -> bool:
+        return "kappa_clean" in self.source.fields
+
+    def clean_maps(self, block: dict[str, np.ndarray]) -> np.ndarray:
+        """(n, H, W, 1) noiseless maps as stored (the noisy ones where the file has none)."""
+        return self.maps({"kappa": block.get("kappa_clean", block["kappa"])})
+
+    @property
     def has_parameters(self) -> bool:
         return all(p in self.source.fields for p in PARAMETERS)
 
@@ -119,6 +129,7 @@ def open_mass_maps(
                         "(N, H, W, 1)")
     fields = [
         Field("kappa", "kappa", (None, None) if len(kappa[0]) == 3 else (None, None, 1)),
+        Field("kappa_clean", "kappa_clean", tuple(kappa[0][1:]), required=False),
         _column("label", shapes.get("label"), "label" in need),
         *(_column(p, shapes.get(p), "parameters" in need) for p in PARAMETERS),
     ]
