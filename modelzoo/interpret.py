@@ -290,8 +290,11 @@ def saliency(
 
 
 def _as_image(sample: np.ndarray) -> np.ndarray:
-    """A 2-D view of one sample: (H, W, C) -> first channel, (H, W) as is, (L,) as one row."""
+    """A 2-D view of one sample: (D, H, W, C) volume -> middle slice's first channel, (H, W, C)
+    -> first channel, (H, W) as is, (L,) as one row."""
     sample = np.asarray(sample)
+    if sample.ndim == 4:
+        return sample[sample.shape[0] // 2, ..., 0]
     if sample.ndim == 3:
         return sample[..., 0] if sample.shape[-1] <= 4 else sample[0]
     return sample if sample.ndim == 2 else sample.reshape(1, -1)
