@@ -27,6 +27,18 @@ _IMAGES = (
     "boxes (N, 15, 5) = ymin, xmin, ymax, xmax, class (0 TD, 1 TC, 2 ETC, 3 AR), -1 padded; "
     "an image without boxes is unlabelled"
 )
+_KURTH = (
+    "Kurth, Treichler, Romero, Mudigonda, Luehr, Phillips, Mahesh, Matheson, Deslippe, "
+    "Fatica, Prabhat, Houston, Exascale Deep Learning for Climate Analytics, SC18 (Gordon Bell "
+    "prize), arXiv:1810.01993; Chen et al., DeepLabv3+, ECCV 2018, arXiv:1802.02611"
+)
+_DEEPCAM = (
+    "DeepCAM folder (MLPerf HPC): per-sample HDF5 files data-*.h5 with climate/data (768, 1152, "
+    "16) float (TMQ, U850, V850, UBOT, VBOT, QREFHT, PS, PSL, T200, T500, PRECT, TS, TREFHT, "
+    "Z1000, Z200, ZBOT) and climate/labels_0 (768, 1152) int (0 background, 1 tropical "
+    "cyclone, 2 atmospheric river), with stats.h5 (climate/minval, maxval, mean, sqmean, count) "
+    "beside them or one folder up"
+)
 _PATCHES = (
     "HDF5 patch file (`modelzoo data climate patches`): images (N, C, h, w) float32, labels "
     "(N,) (0 = no event), attributes channels and class_names"
@@ -95,8 +107,33 @@ CASE = Case(
                                             "log": True},
             },
         ),
+        ModelSpec(
+            name="climate_segmenter",
+            builder="modelzoo.climate.segmenter:climate_segmenter",
+            summary="DeepCAM's DeepLabv3+ (Kurth et al. 2018), compact: per-pixel masks of "
+                    "tropical cyclones and atmospheric rivers from 16 CAM5 fields.",
+            domain="climate science",
+            task="segmentation",
+            inputs="(H, W, 16) fields as a DeepCAM file stores them (768 x 1152 x 16 "
+                   "published); the stats.h5 scaling is a layer inside the model",
+            outputs="class_probabilities (H, W, 3): background, tropical cyclone, "
+                    "atmospheric river",
+            citation=_KURTH,
+            data_layout=_DEEPCAM,
+            recipe="climate_segmenter.yaml",
+            published=(
+                "Kurth et al. 2018: DeepLabv3+ on 27,360 V100 GPUs, 90.7% parallel "
+                "efficiency; MLPerf HPC DeepCAM trains it to a mean IoU of 0.82 on CAM5 fields "
+                "(TECA labels)."
+            ),
+            search_space={
+                "optimizer.learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3,
+                                            "log": True},
+            },
+        ),
     ),
     tasks={
+        "climate_segmentation": "modelzoo.climate.segmentation:ClimateSegmentation",
         "climate_patch_classification": "modelzoo.climate.task:ClimatePatchClassification",
         "climate_detection": "modelzoo.climate.task:ClimateDetection",
     },

@@ -40,6 +40,12 @@ import h5py
 import numpy as np
 
 from modelzoo.climate.boxes import CLASS_NAMES, MAX_BOXES
+from modelzoo.climate.masks import (
+    ATMOSPHERIC_RIVER,
+    TROPICAL_CYCLONE,
+    cyclone_mask,
+    river_mask,
+)
 from modelzoo.climate.reader import CHANNELS
 from modelzoo.errors import ConfigError
 
@@ -176,8 +182,11 @@ def _rotate(fields: dict[str, np.ndarray], north: np.ndarray, east: np.ndarray,
 
 
 def tropical_cyclone(rng: np.random.Generator, grid: Grid, fields: dict[str, np.ndarray],
-                     lat0: float, lon0: float, depression: bool = False):
-    """Plant a Holland-profile vortex at (lat0, lon0); returns its box (class 0 or 1)."""
+                     lat0: float, lon0: float, depression: bool = False,
+                     labels: np.ndarray | None = None):
+    """Plant a Holland-profile vortex at (lat0, lon0); returns its box (class 0 or 1).
+    ``labels`` (H, W): a cyclone (not a depression) marks its gale-force extent there
+    (:func:`modelzoo.climate.masks.cyclone_mask`)."""
     dp = rng.uniform(500.0, 1200.0) if depression else rng.uniform(2000.0, 7000.0)  # Pa
     rmax = rng.uniform(60.0, 110.0) if depression else rng.uniform(30.0, 70.0)  # km
     b = rng.uniform(1.2, 1.8)
@@ -191,6 +200,8 @@ def tropical_cyclone(rng: np.random.Generator, grid: Grid, fields: dict[str, np.
     fields["PSL"] -= deficit
     fields["PS"] -= deficit
     _rotate(fields, north, east, wind, np.sign(lat0), surface=0.85)
+    if labels is not None and not depression:
+        labels[cyclone_mask(wind)] = TROPICAL_CYCLONE
     strength = dp / 5000.0
     core = np.exp(-((r / (4 * rmax)) ** 2))
     fields["T500"] += 4.0 * strength**0.7 * core
@@ -263,10 +274,11 @@ def extratropical_cyclone(rng: np.random.Generator, grid: Grid, fields: dict[str
 
 
 def atmospheric_river(rng: np.random.Generator, grid: Grid, fields: dict[str, np.ndarray],
-                      lat0: float, lon0: float):
+                      lat0: float, lon0: float, labels: np.ndarray | None = None):
     """Plant a water-vapour filament starting in the subtropics at (lat0, lon0) and running
     poleward-eastward; returns (box (class 3), diagnostics: length_km, width_km (full width at
-    half maximum), core_ivt (kg/m/s, TMQ x |V850| at the filament's axis))."""
+    half maximum), core_ivt (kg/m/s, TMQ x |V850| at the filament's axis)). ``labels`` (H, W):
+    marks its extent there (:func:`modelzoo.climate.masks.river_mask`)."""
     length = rng.uniform(2500.0, 5000.0)
     sigma = rng.uniform(120.0, 250.0)  # km
     heading = np.radians(rng.uniform(25.0, 55.0))  # from east, toward the pole
@@ -304,6 +316,8 @@ def atmospheric_river(rng: np.random.Generator, grid: Grid, fields: dict[str, np
         box = grid.clip_box(rows.min(), cols.min(), rows.max() + 1, cols.max() + 1, 3)
     axis = profile >= 0.9 * profile.max()
     speed = np.hypot(fields["U850"], fields["V850"])
+    if labels is not None:
+        labels[river_mask(profile, fields["TMQ"] * speed)] = ATMOSPHERIC_RIVER
     diagnostics = {"length_km": float(length), "width_km": float(2.355 * sigma),
                    "core_ivt": float(np.median((fields["TMQ"] * speed)[axis]))}
     return box, diagnostics
@@ -339,8 +353,11 @@ def _place(rng: np.random.Generator, grid: Grid, kind: str,
 
 
 def make_image(seed: int, index: int, grid: Grid, land: np.ndarray,
-               channels: tuple[str, ...] = CHANNELS) -> tuple[np.ndarray, np.ndarray]:
-    """Image ``index`` of a file: fields (C, H, W) float32 and boxes (15, 5) int32 (-1 padded)."""
+               channels: tuple[str, ...] = CHANNELS,
+               labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``index`` of a file: fields (C, H, W) float32 and boxes (15, 5) int32 (-1 padded);
+    with ``labels`` (H, W), its pixel masks in DeepCAM's classes (:mod:`modelzoo.climate.masks`).
+    """
     rng = np.random.default_rng([seed, index])
     fields = background(rng, grid, land)
     counts = {"tc": rng.integers(0, 3), "td": rng.integers(0, 2), "etc": rng.integers(1, 3),
@@ -353,13 +370,13 @@ def make_image(seed: int, index: int, grid: Grid, land: np.ndarray,
             if where is None:
                 continue
             if kind == "tc":
-                box = tropical_cyclone(rng, grid, fields, *where)
+                box = tropical_cyclone(rng, grid, fields, *where, labels=labels)
             elif kind == "td":
                 box = tropical_cyclone(rng, grid, fields, *where, depression=True)
             elif kind == "etc":
                 box = extratropical_cyclone(rng, grid, fields, *where)
             else:
-                box, _ = atmospheric_river(rng, grid, fields, *where)
+                box, _ = atmospheric_river(rng, grid, fields, *where, labels=labels)
             if box is not None:
                 boxes.append(box)
     fields["PRECT"] = np.clip(fields["PRECT"], 0.0, None)
