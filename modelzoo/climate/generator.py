@@ -497,14 +497,19 @@ def generate_climate(path: str | os.PathLike, *, kind: str = "images", progress:
                      patch_channels: tuple[str, ...] | None = None,
                      negatives_per_event: float = 1.0, **image_args) -> str:
     """The case's data for pretrained recipes: ``kind="images"`` writes the ExtremeWeather
-    layout (:func:`generate_extreme_weather` with ``image_args``); ``kind="patches"`` writes
+    layout (:func:`generate_extreme_weather` with ``image_args``); ``kind="deepcam"`` a DeepCAM
+    folder with masks (:func:`modelzoo.climate.deepcam.generate_deepcam`); ``kind="patches"`` writes
     those images next to ``path`` and then the patch file of ``event`` extracted from them."""
     from modelzoo.climate.patches import extract_patches
 
     if kind == "images":
         return generate_extreme_weather(path, progress=progress, **image_args)
+    if kind == "deepcam":
+        from modelzoo.climate.deepcam import generate_deepcam
+
+        return generate_deepcam(path, progress=progress, **image_args)
     if kind != "patches":
-        raise ConfigError(f"kind must be 'images' or 'patches', got {kind!r}")
+        raise ConfigError(f"kind must be 'images', 'deepcam' or 'patches', got {kind!r}")
     images = Path(f"{path}.images.h5")
     generate_extreme_weather(images, progress=progress, **image_args)
     try:
@@ -516,7 +521,7 @@ def generate_climate(path: str | os.PathLike, *, kind: str = "images", progress:
 
 
 # ----------------------------------------------------------------------------------------------
-# Command line: modelzoo data climate {images,patches,netcdf} ...
+# Command line: modelzoo data climate {images,deepcam,patches,netcdf} ...
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -533,6 +538,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--lon-range", type=float, nargs=2, default=(0.0, 360.0))
     p.add_argument("--labelled-fraction", type=float, default=1.0)
     p.add_argument("--drop-unlabelled", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--processes", type=int, default=1)
+    p = sub.add_parser("deepcam", help="synthetic snapshots with pixel masks as a DeepCAM "
+                       "folder (data-*.h5 + stats.h5), for climate_segmenter")
+    p.add_argument("--output", required=True, help="folder to write (new or empty)")
+    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--height", type=int, default=768)
+    p.add_argument("--width", type=int, default=1152)
+    p.add_argument("--lat-range", type=float, nargs=2, default=(-90.0, 90.0))
+    p.add_argument("--lon-range", type=float, nargs=2, default=(0.0, 360.0))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--processes", type=int, default=1)
     p = sub.add_parser("patches", help="centred event patches (and no-event patches) from an "
@@ -559,6 +574,13 @@ def run(args: argparse.Namespace) -> None:
             lat_range=tuple(args.lat_range), lon_range=tuple(args.lon_range),
             labelled_fraction=args.labelled_fraction, drop_unlabelled=args.drop_unlabelled,
             seed=args.seed, processes=args.processes)
+    elif args.climate_command == "deepcam":
+        from modelzoo.climate.deepcam import generate_deepcam
+
+        generate_deepcam(args.output, n_samples=args.samples, height=args.height,
+                         width=args.width, lat_range=tuple(args.lat_range),
+                         lon_range=tuple(args.lon_range), seed=args.seed,
+                         processes=args.processes)
     elif args.climate_command == "patches":
         from modelzoo.climate.patches import extract_patches
 

@@ -46,20 +46,30 @@ def default_scaling(channels: Sequence[str] = DEEPCAM_CHANNELS) -> tuple[list[fl
             [float(CHANNEL_NORMS[c][1]) for c in channels])
 
 
-def _separable(x, filters: int, name: str, strides: int = 1, dilation: int = 1):
-    x = layers.SeparableConv2D(filters, 3, strides=strides, dilation_rate=dilation,
-                               padding="same", use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+def _norm_relu(x, name: str, bn_momentum: float):
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _stage(x, filters: int, name: str):
+def _conv1x1(x, filters: int, name: str, bn_momentum: float):
+    return _norm_relu(layers.Conv2D(filters, 1, use_bias=False, name=name)(x), name,
+                      bn_momentum)
+
+
+def _separable(x, filters: int, name: str, bn_momentum: float, strides: int = 1,
+               dilation: int = 1):
+    x = layers.SeparableConv2D(filters, 3, strides=strides, dilation_rate=dilation,
+                               padding="same", use_bias=False, name=name)(x)
+    return _norm_relu(x, name, bn_momentum)
+
+
+def _stage(x, filters: int, name: str, bn_momentum: float):
     """Residual Xception-style stage: two separable convolutions, the second of stride 2,
     plus a strided 1 x 1 shortcut."""
     shortcut = layers.Conv2D(filters, 1, strides=2, use_bias=False, name=f"{name}_skip")(x)
-    shortcut = layers.BatchNormalization(name=f"{name}_skip_bn")(shortcut)
-    y = _separable(x, filters, f"{name}_sep1")
-    y = _separable(y, filters, f"{name}_sep2", strides=2)
+    shortcut = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_skip_bn")(shortcut)
+    y = _separable(x, filters, f"{name}_sep1", bn_momentum)
+    y = _separable(y, filters, f"{name}_sep2", bn_momentum, strides=2)
     return layers.Add(name=f"{name}_add")([y, shortcut])
 
 
@@ -74,6 +84,7 @@ def climate_segmenter(
     decoder_filters: int = 128,
     channel_shift: Sequence[float] | None = None,
     channel_scale: Sequence[float] | None = None,
+    bn_momentum: float = 0.9,
 ) -> keras.Model:
     """Compact DeepLabv3+ (see the module docstring) mapping (H, W, C) fields to per-pixel
     class probabilities (H, W, ``num_classes``).
@@ -87,6 +98,9 @@ def climate_segmenter(
             smaller rates (at 192 x 288 the map is 12 x 18).
         channel_shift, channel_scale: the input transform ``(x - shift) / scale`` per channel
             (``C`` numbers each); default: :func:`default_scaling` for 16 DeepCAM channels.
+        bn_momentum: batch-norm moving-average momentum; 0.9 is PyTorch's default, which the
+            DeepCAM reference trains with (Keras's 0.99 leaves the inference statistics of a
+            short training far from the training ones).
     """
     height, width, channels = (int(v) for v in input_shape)
     for what, size in (("height", height), ("width", width)):
@@ -112,39 +126,32 @@ def climate_segmenter(
     x = layers.Normalization(mean=shift.tolist(),
                              variance=(scale.astype(np.float64) ** 2).tolist(),
                              dtype="float32", name="input_scaling")(inputs)
-    x = layers.Conv2D(stem_filters, 3, padding="same", use_bias=False, name="stem")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
-    x = layers.ReLU(name="stem_relu")(x)
+    x = _norm_relu(layers.Conv2D(stem_filters, 3, padding="same", use_bias=False,
+                                 name="stem")(x), "stem", bn_momentum)
     low_level = None
     for k, width_ in enumerate(filters, start=1):
-        x = _stage(x, int(width_), f"stage{k}")
+        x = _stage(x, int(width_), f"stage{k}", bn_momentum)
         if k == 2:
             low_level = x  # stride 4
 
     # Atrous spatial pyramid pooling at stride 16.
     grid = (height // OUTPUT_STRIDE, width // OUTPUT_STRIDE)
-    branches = [layers.ReLU(name="aspp_1x1_relu")(layers.BatchNormalization(name="aspp_1x1_bn")(
-        layers.Conv2D(aspp_filters, 1, use_bias=False, name="aspp_1x1")(x)))]
+    branches = [_conv1x1(x, aspp_filters, "aspp_1x1", bn_momentum)]
     for rate in atrous_rates:
-        branches.append(_separable(x, aspp_filters, f"aspp_rate{int(rate)}",
+        branches.append(_separable(x, aspp_filters, f"aspp_rate{int(rate)}", bn_momentum,
                                    dilation=int(rate)))
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool")(x)
-    pooled = layers.Conv2D(aspp_filters, 1, use_bias=False, name="aspp_pool_conv")(pooled)
-    pooled = layers.ReLU(name="aspp_pool_relu")(
-        layers.BatchNormalization(name="aspp_pool_bn")(pooled))
+    pooled = _conv1x1(pooled, aspp_filters, "aspp_pool_conv", bn_momentum)
     branches.append(layers.UpSampling2D(grid, name="aspp_pool_up")(pooled))
     x = layers.Concatenate(name="aspp_concat")(branches)
-    x = layers.Conv2D(aspp_filters, 1, use_bias=False, name="aspp_project")(x)
-    x = layers.ReLU(name="aspp_project_relu")(
-        layers.BatchNormalization(name="aspp_project_bn")(x))
+    x = _conv1x1(x, aspp_filters, "aspp_project", bn_momentum)
 
     # Decoder with the stride-4 low-level features.
     x = layers.UpSampling2D(4, interpolation="bilinear", name="decoder_up4")(x)
-    low = layers.Conv2D(low_level_filters, 1, use_bias=False, name="low_level_project")(low_level)
-    low = layers.ReLU(name="low_level_relu")(layers.BatchNormalization(name="low_level_bn")(low))
+    low = _conv1x1(low_level, low_level_filters, "low_level_project", bn_momentum)
     x = layers.Concatenate(name="decoder_concat")([x, low])
-    x = _separable(x, decoder_filters, "decoder_sep1")
-    x = _separable(x, decoder_filters, "decoder_sep2")
+    x = _separable(x, decoder_filters, "decoder_sep1", bn_momentum)
+    x = _separable(x, decoder_filters, "decoder_sep2", bn_momentum)
     x = layers.Conv2D(num_classes, 1, name="logits")(x)
     x = layers.UpSampling2D(4, interpolation="bilinear", name="logits_up4")(x)
     outputs = layers.Softmax(dtype="float32", name="class_probabilities")(x)
