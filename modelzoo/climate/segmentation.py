@@ -85,10 +85,11 @@ def iou_from_counts(counts: np.ndarray) -> np.ndarray:
 
 
 def iou_table(counts: np.ndarray, replicates: int = 1000, seed: int = 0,
-              names: tuple[str, ...] = SEGMENT_CLASSES) -> dict[str, Any]:
+              names: tuple[str, ...] = SEGMENT_CLASSES, prefix: str = "") -> dict[str, Any]:
     """Per-class IoU, the mean over classes (DeepCAM's score) and the mean over the event
     classes, each with a 95% bootstrap percentile interval over samples (Efron & Tibshirani
-    1993): resampling whole samples keeps the pixels of one field together."""
+    1993): resampling whole samples keeps the pixels of one field together. Keys start with
+    ``prefix``."""
     def scores(c: np.ndarray) -> np.ndarray:
         per_class = iou_from_counts(c)
         return np.r_[per_class, np.nanmean(per_class), np.nanmean(per_class[1:])]
@@ -97,7 +98,7 @@ def iou_table(counts: np.ndarray, replicates: int = 1000, seed: int = 0,
     rng = np.random.default_rng(seed)
     draws = np.array([scores(counts[rng.integers(0, len(counts), len(counts))])
                       for _ in range(replicates)])
-    keys = [f"iou_{n}" for n in names] + ["mean_iou", "mean_iou_events"]
+    keys = [f"{prefix}iou_{n}" for n in names] + [f"{prefix}mean_iou", f"{prefix}mean_iou_events"]
     table: dict[str, Any] = {}
     for k, key in enumerate(keys):
         if np.isnan(point[k]):
@@ -273,10 +274,10 @@ class ClimateSegmentation(Task):
             "samples": int(rows[1] - rows[0]),
             **{f"pixel_fraction_{n}": float((out["truth"] == c).sum() / pixels)
                for c, n in enumerate(SEGMENT_CLASSES)},
-            "segmenter": iou_table(out["model_counts"], replicates),
-            "threshold_baseline": iou_table(out["baseline_counts"], replicates),
-            "all_background": iou_table(confusion_counts(out["truth"],
-                                                         np.zeros_like(out["truth"])), 0),
+            **iou_table(out["model_counts"], replicates),
+            **iou_table(out["baseline_counts"], replicates, prefix="baseline_"),
+            **iou_table(confusion_counts(out["truth"], np.zeros_like(out["truth"])), 0,
+                        prefix="all_background_"),
             "deepcam_target_iou_on_cam5": DEEPCAM_TARGET_IOU,
         }
         if output_dir and group.is_root:
