@@ -1,8 +1,11 @@
-"""Extreme weather in climate simulations: supervised patch classifiers (Liu et al. 2016) and
-the semi-supervised detector of ExtremeWeather (Racah et al. 2017) (seed: "Finding extreme
-weather events in climate simulations").
+"""Extreme weather in climate simulations: supervised patch classifiers (Liu et al. 2016), the
+semi-supervised detector of ExtremeWeather (Racah et al. 2017) (seed: "Finding extreme weather
+events in climate simulations") and DeepCAM's pixel segmentation (Kurth et al. 2018).
 
-Folder: ``models.py`` (builders), ``boxes.py`` (the box convention and its grid encoding),
+Folder: ``models.py`` (builders), ``segmenter.py`` (DeepLabv3+), ``deepcam.py`` (DeepCAM's
+folders: reader and synthetic writer), ``masks.py`` (pixel labels from the events' physics),
+``segmentation.py`` (its task, IoU and threshold baseline), ``boxes.py`` (the box convention
+and its grid encoding),
 ``detection.py`` (VOC average precision), ``reader.py`` (ExtremeWeather and patch files),
 ``generator.py`` (synthetic snapshots with parametric storms, ``modelzoo data climate``),
 ``patches.py`` (patch extraction), ``netcdf.py`` (CF netCDF model output via xarray),
@@ -145,6 +148,9 @@ CASE = Case(
         "depressions from a Holland (1980) vortex (warm core, moisture bulge, eyewall rain), "
         "extratropical cyclones with warm and cold fronts, and atmospheric rivers (TMQ "
         "filaments >= 2,000 km long, < 1,000 km wide, IVT >> 250 kg/m/s), with their boxes; "
+        "`modelzoo data climate deepcam` writes the same fields as a DeepCAM folder with pixel "
+        "masks from the events' physics (cyclones: gale-force wind extent; rivers: IVT >= "
+        "250 kg/m/s along the filament); "
         "`modelzoo data climate patches` cuts Liu et al.'s centred patches from it; "
         "`modelzoo data climate netcdf` converts CF netCDF model output (CAM5, reanalysis). "
         "Shipped weights are trained on small synthetic grids, not on CAM5 output: use them to "

@@ -91,12 +91,18 @@ def climate_detector(
     leaky_slope: float = 0.1,
     weight_decay: float = 5e-4,
     channels: tuple[str, ...] | None = None,
+    cell_layers: int | None = None,
 ) -> keras.Model:
     """Racah et al. 2017 semi-supervised detector (seed figure 6), 2-D version.
 
     * Encoder: one ``kernel_size`` convolution of stride 2 + LeakyReLU(0.1) per entry of
       ``filters`` (times ``filters_scale``), He-normal initialisation; the input shrinks by
       ``2**len(filters)`` (64 in the paper: 768 x 1152 -> a 12 x 18 grid), then batch norm.
+    * ``cell_layers`` < ``len(filters)`` (this zoo's option, not the paper's): the head works on
+      the finer grid of stride ``2**cell_layers`` instead, reading the code upsampled to it
+      (bilinear) concatenated with the encoder's own output at that stride (a feature-pyramid
+      step, Lin et al. 2017): small storms, a few pixels wide, get cells of their size, while
+      the receptive field of the whole encoder still sees the large ones.
     * YOLO-style head on that grid, 3 x 3 convolutions concatenated into the ``detection``
       output (channel layout in :mod:`modelzoo.climate.boxes`): box (4, ReLU: centre offset in
       the cell and size in cells), objectness (2, softmax: no object, object) and class
@@ -113,6 +119,10 @@ def climate_detector(
     """
     height, width, bands = input_shape
     stride = 2 ** len(filters)
+    cell_layers = len(filters) if cell_layers is None else int(cell_layers)
+    if not 1 <= cell_layers <= len(filters):
+        raise ConfigError(f"climate_detector: cell_layers must be 1..{len(filters)} (stride-2 "
+                          f"layers), got {cell_layers}")
     for name, size in (("height", height), ("width", width)):
         if size is not None and size % stride:
             raise ConfigError(
@@ -122,16 +132,24 @@ def climate_detector(
     widths = [max(1, int(round(f * filters_scale))) for f in filters]
     decay = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
     inputs, x = standardized_fields(input_shape, channels, "fields")
+    stages = []
     for stage, width_ in enumerate(widths, start=1):
         x = layers.Conv2D(width_, kernel_size, strides=2, padding="same",
                           kernel_initializer="he_normal", kernel_regularizer=decay,
                           name=f"enc{stage}")(x)
         x = layers.LeakyReLU(leaky_slope, name=f"enc{stage}_act")(x)
+        stages.append(x)
     code = layers.BatchNormalization(name="code_bn")(x)
+    features = code
+    if cell_layers < len(filters):
+        up = 2 ** (len(filters) - cell_layers)
+        features = layers.Concatenate(name="fine_features")([
+            layers.UpSampling2D(up, interpolation="bilinear", name="code_up")(code),
+            layers.BatchNormalization(name="fine_bn")(stages[cell_layers - 1])])
 
     def head(units: int, activation: str, name: str):
         return layers.Conv2D(units, 3, padding="same", activation=activation,
-                             kernel_regularizer=decay, name=name)(code)
+                             kernel_regularizer=decay, name=name)(features)
 
     detection = layers.Concatenate(name="detection")([
         head(4, "relu", "head_box"),
