@@ -16,6 +16,7 @@ PY=${PY:-.venv/bin/python}
 TAG=${TAG:-synthetic_v2}
 CELL_LAYERS=${CELL_LAYERS:-2}
 EPOCHS=${EPOCHS:-15}
+BOX_SIZE=${BOX_SIZE:-linear}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 region='"height": 64, "width": 96, "lat_range": [0, 60], "lon_range": [140, 260], "kind": "images"'
 RECIPE="{\"generator\": \"climate\",
@@ -27,5 +28,5 @@ nice -n 10 $PY -m modelzoo.cli pretrained publish climate_detector --tag "$TAG" 
     --description "Reduced detector (filters 16-32-64) with $((2 ** CELL_LAYERS))-pixel cells on synthetic 64 x 96 North Pacific snapshots" \
     --set "model.config.input_shape=[64,96,16]" --set "model.config.filters=[16,32,64]" \
     --set "model.config.cell_layers=$CELL_LAYERS" --set "data.grid_cell=$((2 ** CELL_LAYERS))" \
-    --set loss.reconstruction_weight=1.0 --set train.batch_size=8 --set "train.epochs=$EPOCHS" \
+    --set "data.box_size=$BOX_SIZE" --set loss.reconstruction_weight=1.0 --set train.batch_size=8 --set "train.epochs=$EPOCHS" \
     --set data.val_fraction=0.1

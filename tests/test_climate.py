@@ -79,6 +79,22 @@ def test_published_detector_builds_at_768_by_1152():
     assert sum(layer.count_params() for layer in encoder) == expected
 
 
+def test_detector_finer_cells_join_the_code_with_encoder_features():
+    import modelzoo
+
+    coarse = modelzoo.get("climate_detector", input_shape=(64, 96, 16), filters=(16, 32, 64))
+    fine = modelzoo.get("climate_detector", input_shape=(64, 96, 16), filters=(16, 32, 64),
+                        cell_layers=1)
+    assert coarse.get_layer("detection").output.shape[1:] == (8, 12, 10)
+    assert fine.get_layer("detection").output.shape[1:] == (32, 48, 10)
+    # The 64-channel code upsampled x4 next to the 16-channel stride-2 features.
+    assert fine.get_layer("fine_features").output.shape[1:] == (32, 48, 64 + 16)
+    assert fine.get_layer("reconstruction").output.shape[1:] == (64, 96, 16)
+    with pytest.raises(ConfigError, match="cell_layers must be 1..3"):
+        modelzoo.get("climate_detector", input_shape=(64, 96, 16), filters=(16, 32, 64),
+                      cell_layers=0)
+
+
 def test_detector_refuses_a_size_the_encoder_cannot_halve():
     import modelzoo
 
@@ -90,7 +106,8 @@ def test_detector_refuses_a_size_the_encoder_cannot_halve():
 # Boxes and their grid encoding
 
 
-def test_grid_encoding_round_trip_is_exact():
+@pytest.mark.parametrize("size", B.BOX_SIZES)
+def test_grid_encoding_round_trip_is_exact(size):
     rng = np.random.default_rng(0)
     cell, grid = 8, (12, 18)
     cells = rng.choice(grid[0] * grid[1], size=15, replace=False)
@@ -101,9 +118,11 @@ def test_grid_encoding_round_trip_is_exact():
         h, w = rng.integers(1, 40, size=2)
         rows.append((cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2, rng.integers(0, 4)))
     table = np.asarray(rows)
-    target = B.encode(table, grid, cell)
+    target = B.encode(table, grid, cell, size)
     assert target[..., 0].sum() == 15
-    back = B.target_boxes(target, cell)
+    back = B.target_boxes(target, cell, size)
+    if size == "sqrt":  # a square root and its square: exact to rounding
+        back = np.round(back, 9)
     order = np.lexsort((table[:, 1], table[:, 0]))
     back_order = np.lexsort((back[:, 1], back[:, 0]))
     np.testing.assert_array_equal(back[back_order], table[order])  # exact, not approximate
@@ -118,6 +137,9 @@ def test_encoding_puts_a_box_in_the_cell_of_its_centre():
     edge = B.encode(np.array([[60, 120, 64, 128, 1], [62, 124, 63, 125, 0]]), (4, 8), 16)
     assert np.argwhere(edge[..., 0] == 1).tolist() == [[3, 7]]
     assert edge[3, 7, 5] == 1
+    # YOLO v1's square-root size: (20/16, 40/16) -> (sqrt 1.25, sqrt 2.5)
+    root = B.encode(np.array([[10, 20, 30, 60, 2]]), (4, 8), 16, size="sqrt")
+    np.testing.assert_allclose(root[1, 2, 3:5], np.sqrt([1.25, 2.5]))
 
 
 def test_hur_detect_box_order_is_read_as_the_published_one():

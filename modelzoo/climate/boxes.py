@@ -13,8 +13,11 @@ in pixel units, and the box covers rows ``ymin <= y < ymax`` and columns ``xmin 
 **The grid encoding.** The detector sees the image on a grid of ``cell x cell`` pixel cells
 (``cell = 2 ** encoder layers``). A box belongs to the cell holding its centre; the target of
 that cell is ``(1, ty, tx, th, tw, class)`` with ``ty, tx`` the centre's offset inside the cell
-in cell units ([0, 1)) and ``th, tw`` the box size in cell units. Decoding inverts this
-exactly. When two boxes share a cell, the larger one is kept (YOLO v1 has one box per cell).
+in cell units ([0, 1)) and ``th, tw`` the box size in cell units (``size="linear"``, the
+original's) or its square root (``size="sqrt"``, as YOLO v1 regresses it: an error of one unit
+then weighs less on a large box than on a small one, so with fine cells the many-cell boxes of
+rivers do not drown the few-cell cyclones). Decoding inverts this exactly. When two boxes
+share a cell, the larger one is kept (YOLO v1 has one box per cell).
 
 The detector's ``detection`` output has, per cell, 6 + classes channels:
 ``ty, tx, th, tw`` (box), ``p(no object), p(object)``, then the class probabilities.
@@ -27,6 +30,7 @@ import numpy as np
 CLASS_NAMES = ("tropical_depression", "tropical_cyclone", "extratropical_cyclone",
                "atmospheric_river")
 BOX_ORDERS = ("ymin_xmin_ymax_xmax", "xmin_xmax_ymin_ymax")
+BOX_SIZES = ("linear", "sqrt")
 MAX_BOXES = 15
 BOX = slice(0, 4)
 OBJECTNESS = 4  # channel of p(no object); p(object) follows
@@ -48,9 +52,16 @@ def valid_rows(boxes: np.ndarray) -> np.ndarray:
     return boxes[..., 4] >= 0
 
 
-def encode(boxes: np.ndarray, grid_shape: tuple[int, int], cell: int) -> np.ndarray:
+def _check_size(size: str) -> None:
+    if size not in BOX_SIZES:
+        raise ValueError(f"box size encoding must be one of {BOX_SIZES}, got {size!r}")
+
+
+def encode(boxes: np.ndarray, grid_shape: tuple[int, int], cell: int,
+           size: str = "linear") -> np.ndarray:
     """Grid targets (gh, gw, 6) = ``has_object, ty, tx, th, tw, class`` of one image's boxes
     (rows ``(ymin, xmin, ymax, xmax, class)``, -1 padding allowed)."""
+    _check_size(size)
     gh, gw = grid_shape
     target = np.zeros((gh, gw, 6), np.float64)
     area = np.zeros((gh, gw))
@@ -58,27 +69,33 @@ def encode(boxes: np.ndarray, grid_shape: tuple[int, int], cell: int) -> np.ndar
         cy, cx = (ymin + ymax) / 2 / cell, (xmin + xmax) / 2 / cell
         # A centre on the image's far edge belongs to the last cell.
         i, j = min(int(np.floor(cy)), gh - 1), min(int(np.floor(cx)), gw - 1)
-        size = (ymax - ymin) * (xmax - xmin)
-        if size <= area[i, j]:
+        box_area = (ymax - ymin) * (xmax - xmin)
+        if box_area <= area[i, j]:
             continue
-        area[i, j] = size
-        target[i, j] = (1.0, cy - i, cx - j, (ymax - ymin) / cell, (xmax - xmin) / cell, cls)
+        area[i, j] = box_area
+        th, tw = (ymax - ymin) / cell, (xmax - xmin) / cell
+        if size == "sqrt":
+            th, tw = np.sqrt(th), np.sqrt(tw)
+        target[i, j] = (1.0, cy - i, cx - j, th, tw, cls)
     return target
 
 
-def decode(box: np.ndarray, cell: int) -> np.ndarray:
+def decode(box: np.ndarray, cell: int, size: str = "linear") -> np.ndarray:
     """Pixel boxes (gh, gw, 4) = ``ymin, xmin, ymax, xmax`` of per-cell ``ty, tx, th, tw``."""
+    _check_size(size)
     gh, gw = box.shape[:2]
     rows, cols = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
     cy, cx = (rows + box[..., 0]) * cell, (cols + box[..., 1]) * cell
-    h, w = box[..., 2] * cell, box[..., 3] * cell
+    th, tw = (box[..., 2], box[..., 3]) if size == "linear" else (box[..., 2] ** 2,
+                                                                   box[..., 3] ** 2)
+    h, w = th * cell, tw * cell
     return np.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], axis=-1)
 
 
-def target_boxes(target: np.ndarray, cell: int) -> np.ndarray:
+def target_boxes(target: np.ndarray, cell: int, size: str = "linear") -> np.ndarray:
     """The boxes (n, 5) a grid target from :func:`encode` holds, in row-major cell order."""
     occupied = target[..., 0] > 0
-    corners = decode(target[..., 1:5], cell)[occupied]
+    corners = decode(target[..., 1:5], cell, size)[occupied]
     return np.concatenate([corners, target[..., 5][occupied][:, None]], axis=1)
 
 
@@ -95,7 +112,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def detections(prediction: np.ndarray, cell: int, *, score_threshold: float = 0.05,
-               nms_iou: float = 0.3, max_detections: int = 50) -> np.ndarray:
+               nms_iou: float = 0.3, max_detections: int = 50,
+               size: str = "linear") -> np.ndarray:
     """Boxes (k, 6) = ``ymin, xmin, ymax, xmax, class, score`` from one image's ``detection``
     output (gh, gw, 6 + classes), best first.
 
@@ -103,7 +121,7 @@ def detections(prediction: np.ndarray, cell: int, *, score_threshold: float = 0.
     ``score_threshold`` are dropped and greedy non-maximum suppression per class removes those
     overlapping a better one by more than ``nms_iou``.
     """
-    corners = decode(prediction[..., BOX], cell).reshape(-1, 4)
+    corners = decode(prediction[..., BOX], cell, size).reshape(-1, 4)
     p_object = prediction[..., OBJECTNESS + 1].reshape(-1, 1)
     scores = p_object * prediction[..., CLASSES:].reshape(len(corners), -1)
     kept = []

@@ -219,13 +219,14 @@ def yolo_loss(coord_weight: float = 5.0, size_weight: float = 7.0,
     return loss
 
 
-def encode_targets(boxes: np.ndarray, image_shape: tuple[int, int], cell: int) -> np.ndarray:
+def encode_targets(boxes: np.ndarray, image_shape: tuple[int, int], cell: int,
+                   size: str = "linear") -> np.ndarray:
     """Grid targets (n, gh, gw, 7) of a batch of box tables (n, rows, 5): the grid encoding of
     :func:`modelzoo.climate.boxes.encode` plus the per-image "labelled" flag (has boxes)."""
     grid = (image_shape[0] // cell, image_shape[1] // cell)
     targets = np.zeros((len(boxes), *grid, boxes_lib.TARGET_CHANNELS), np.float32)
     for k, table in enumerate(boxes):
-        targets[k, ..., :6] = boxes_lib.encode(table, grid, cell)
+        targets[k, ..., :6] = boxes_lib.encode(table, grid, cell, size)
         targets[k, ..., 6] = float(boxes_lib.valid_rows(table).any())
     return targets
 
@@ -243,6 +244,9 @@ class ClimateDetection(Task):
                 f"{path}: images of {h} x {w} pixels do not divide into data.grid_cell={cell} "
                 "cells; the cell is 2 ** (stride-2 encoder layers): set both, e.g. --set "
                 "data.grid_cell=8 --model-config 'filters=[16,32,64]'")
+        if data_cfg.get("box_size", "linear") not in boxes_lib.BOX_SIZES:
+            raise ConfigError(f"data.box_size must be one of {boxes_lib.BOX_SIZES}, got "
+                              f"{data_cfg['box_size']!r}")
         return images
 
     def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -262,10 +266,11 @@ class ClimateDetection(Task):
         images = self.open(path, data_cfg)
         self.shape, self.cell = images.image_shape, int(data_cfg["grid_cell"])
         train_rows, val_rows = split_rows(images.num_images, data_cfg["val_fraction"])
+        size = data_cfg.get("box_size", "linear")
 
         def to_example(block):
             x = images.fields(block)
-            return x, encode_targets(images.boxes_of(block), self.shape, self.cell), \
+            return x, encode_targets(images.boxes_of(block), self.shape, self.cell, size), \
                 standardize(x, images.channels)
 
         streams = split_streams(images.source, to_example, train_rows, val_rows,
@@ -322,7 +327,8 @@ class ClimateDetection(Task):
                     table = np.full((k, 6), -1.0)
                     dets = boxes_lib.detections(
                         grid, cell, score_threshold=float(data_cfg["score_threshold"]),
-                        nms_iou=float(data_cfg["nms_iou"]), max_detections=k)
+                        nms_iou=float(data_cfg["nms_iou"]), max_detections=k,
+                        size=data_cfg.get("box_size", "linear"))
                     table[: len(dets)] = dets
                     found.append(table)
             return {"detection": np.concatenate(grids), "detections": np.stack(found),
