@@ -307,3 +307,27 @@ def test_short_training_beats_all_background_on_mean_iou(tmp_path):
     assert result["mean_iou_interval"][0] > result["all_background_mean_iou"] + 0.1
     assert result["iou_atmospheric_river"] > 0.3
     assert (tmp_path / "eval" / "masks.png").exists()
+
+
+def test_shipped_weights_take_the_file_arrays_and_explain(tmp_path):
+    """The contract: the arrays of a DeepCAM file go into the shipped model as they are, and
+    give what `modelzoo predict` writes; `modelzoo explain` runs on the same folder."""
+    import modelzoo
+    from modelzoo import pretrained, training
+    from modelzoo.cli import main
+
+    entry = next(e for e in pretrained.load_manifest().values()
+                 if e["model"] == "climate_segmenter" and e["default"])
+    h, w, _ = entry["config"]["input_shape"]
+    folder = generate_deepcam(tmp_path / "dc", n_samples=2, height=h, width=w, seed=77,
+                              progress=False)
+    written = tmp_path / "predicted.h5"
+    training.predict("climate_segmenter", "default", folder, str(written))
+    raw = open_deepcam(folder).read(0, 2)["data"]
+    direct = modelzoo.get("climate_segmenter", weights="default").predict(raw, verbose=0)
+    with h5py.File(written, "r") as f:
+        np.testing.assert_allclose(f["probabilities"][()], direct, atol=1e-5)
+        np.testing.assert_array_equal(f["labels"][()], direct.argmax(-1))
+    assert main(["explain", "climate_segmenter", "--weights", "default", "--data", folder,
+                 "--method", "saliency", "--rows", "1", "--output", str(tmp_path / "ex")]) == 0
+    assert (tmp_path / "ex" / "saliency.png").exists()

@@ -191,14 +191,15 @@ def _domain(folder: DeepCAMFolder) -> tuple[tuple[float, float], tuple[float, fl
 class ClimateSegmentation(Task):
     name = "climate_segmentation"
     tune_monitor = "val_loss"
+    model_outputs = {"probabilities": None}
 
-    def open(self, path: str) -> DeepCAMFolder:
+    def open(self, path: str, data_cfg: dict) -> DeepCAMFolder:
         from modelzoo.hdf5 import _process_shard
 
         return open_deepcam(path, **dict(zip(("rank", "size"), _process_shard())))
 
     def model_config(self, path: str, data_cfg: dict) -> dict[str, Any]:
-        folder = self.open(path)
+        folder = self.open(path, data_cfg)
         config: dict[str, Any] = {"input_shape": list(folder.sample_shape)}
         scaling = folder.scaling()
         if scaling is not None:
@@ -207,7 +208,7 @@ class ClimateSegmentation(Task):
 
     def datasets(self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup,
                  seed: int, first_epoch: int) -> Datasets:
-        folder = self.open(path)
+        folder = self.open(path, data_cfg)
         train_rows, val_rows = split_rows(folder.num_rows, data_cfg["val_fraction"])
         return split_streams(folder, lambda block: (block["data"], block["labels"]),
                              train_rows, val_rows, batch_size=batch_size, group=group,
@@ -224,23 +225,27 @@ class ClimateSegmentation(Task):
                                                      name="mean_iou")])
 
     def inputs(self, path: str, data_cfg: dict, rows: tuple[int, int]) -> dict[str, np.ndarray]:
-        folder = self.open(path)
+        folder = self.open(path, data_cfg)
         block = folder.read(rows[0], min(rows[1], folder.num_rows))
         return {"inputs": block["data"], "masks": block["labels"]}
 
-    def segment(self, model: keras.Model, folder: DeepCAMFolder, rows: tuple[int, int],
-                group: ProcessGroup, batch_size: int = 4) -> dict[str, np.ndarray]:
-        """Predicted labels, the baseline's, and both IoU counts for ``rows``, computed
-        shard-wise and gathered on every rank."""
+    def outputs(self, model: keras.Model, folder: DeepCAMFolder, data_cfg: dict,
+                rows: tuple[int, int], group: ProcessGroup,
+                batch_size: int = 4) -> dict[str, np.ndarray]:
+        """Per sample of ``rows``: the model's class probabilities, its labels (argmax), the
+        threshold baseline's, the truth and both IoU counts, computed shard-wise and gathered
+        on every rank."""
         lat_range, lon_range = _domain(folder)
         h, w, _ = folder.sample_shape
         classes = len(SEGMENT_CLASSES)
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
-            parts: dict[str, list[np.ndarray]] = {"predicted": [], "baseline": [], "truth": []}
+            parts: dict[str, list[np.ndarray]] = {"probabilities": [], "predicted": [],
+                                                  "baseline": [], "truth": []}
             for start in range(shard[0], shard[1], batch_size):
                 block = folder.read(start, min(start + batch_size, shard[1]))
-                probs = model.predict_on_batch(block["data"])
+                probs = np.asarray(model.predict_on_batch(block["data"]), np.float32)
+                parts["probabilities"].append(probs)
                 parts["predicted"].append(np.argmax(probs, axis=-1).astype(np.int32))
                 parts["baseline"].append(threshold_baseline(block["data"], folder.channels,
                                                             lat_range, lon_range))
@@ -251,23 +256,23 @@ class ClimateSegmentation(Task):
             return out
 
         return gather_shards(rows, group, compute, {
-            "predicted": ((h, w), "int32"), "baseline": ((h, w), "int32"),
-            "truth": ((h, w), "int32"), "model_counts": ((2, classes), "int64"),
-            "baseline_counts": ((2, classes), "int64")})
+            "probabilities": ((h, w, classes), "float32"), "predicted": ((h, w), "int32"),
+            "baseline": ((h, w), "int32"), "truth": ((h, w), "int32"),
+            "model_counts": ((2, classes), "int64"), "baseline_counts": ((2, classes), "int64")})
 
     def predict(self, model: keras.Model, path: str, data_cfg: dict,
                 group: ProcessGroup) -> dict[str, np.ndarray]:
-        folder = self.open(path)
+        folder = self.open(path, data_cfg)
         _check_input(model, folder.sample_shape, path)
-        out = self.segment(model, folder, (0, folder.num_rows), group)
-        return {"labels": out["predicted"]}
+        out = self.outputs(model, folder, data_cfg, (0, folder.num_rows), group)
+        return {"probabilities": out["probabilities"], "labels": out["predicted"]}
 
     def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
                  output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
-        folder = self.open(path)
+        folder = self.open(path, data_cfg)
         _check_input(model, folder.sample_shape, path)
         rows = select_rows(folder.num_rows, data_cfg["val_fraction"], split)
-        out = self.segment(model, folder, rows, group)
+        out = self.outputs(model, folder, data_cfg, rows, group)
         replicates = int(data_cfg.get("bootstrap_replicates", 1000))
         pixels = out["truth"].size
         result: dict[str, Any] = {
