@@ -507,7 +507,10 @@ def test_patch_classifier_trains_far_above_chance(tmp_path):
 
 @pytest.mark.slow
 def test_detector_finds_synthetic_storms(tmp_path):
-    from modelzoo import training
+    """A short run with the shipped entry's finer cells and square-root box sizes places
+    tropical cyclones better (AP@0.5) than the 8-pixel-cell entry it replaced did after its
+    full training."""
+    from modelzoo import pretrained, training
 
     train = generate_extreme_weather(tmp_path / "t.h5", n_images=160, seed=21, progress=False,
                                      processes=2, **REGION)
@@ -515,11 +518,14 @@ def test_detector_finds_synthetic_storms(tmp_path):
                                     **REGION)
     result = training.train(
         "climate_detector", train, run_dir=str(tmp_path / "run"), verbose=0,
-        overrides={"train.epochs": 6, "train.batch_size": 8, "data.grid_cell": 8,
-                   "data.val_fraction": 0.0, "loss.reconstruction_weight": 1.0},
-        model_config={"input_shape": [64, 96, 16], "filters": [16, 32, 64]})
+        overrides={"train.epochs": 6, "train.batch_size": 8, "data.grid_cell": 4,
+                   "data.box_size": "sqrt", "data.val_fraction": 0.0,
+                   "loss.reconstruction_weight": 1.0},
+        model_config={"input_shape": [64, 96, 16], "filters": [16, 32, 64], "cell_layers": 2})
     metrics = training.evaluate(result.run_dir, test, output_dir=str(tmp_path / "eval"))
     assert metrics["map_5"] > 0.1 and metrics["map_1"] > metrics["map_5"], metrics
+    coarse = pretrained.load_manifest()["climate_detector.synthetic_v1"]["metrics"]
+    assert metrics["ap_5_tropical_cyclone"] > coarse["ap_5_tropical_cyclone"], metrics
     assert (tmp_path / "eval" / "detections.png").exists()
 
 
