@@ -27,6 +27,7 @@ from modelzoo.climate.masks import (
     IVT_THRESHOLD,
     TROPICAL_CYCLONE,
 )
+from modelzoo.climate.task import _check_input
 from modelzoo.distributed import ProcessGroup
 from modelzoo.errors import ConfigError
 from modelzoo.tasks import Datasets, Task, gather_shards, select_rows, split_rows, split_streams
@@ -168,13 +169,6 @@ def threshold_baseline(data: np.ndarray, channels: tuple[str, ...],
 
 # ----------------------------------------------------------------------------------------------
 # The task
-
-
-def _check_input(model: keras.Model, shape: tuple[int, int, int], path: str) -> None:
-    expected = tuple(model.input_shape[1:])
-    if any(e is not None and e != s for e, s in zip(expected, shape)):
-        raise ConfigError(f"{path}: samples of shape {shape} (H, W, C), but the model takes "
-                          f"{expected}; set model.config.input_shape={list(shape)}")
 
 
 def _domain(folder: DeepCAMFolder) -> tuple[tuple[float, float], tuple[float, float]]:
