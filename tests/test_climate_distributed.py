@@ -31,8 +31,8 @@ def test_two_ranks_train_climate_models_to_identical_weights(tmp_path):
         # Sharded by file: each rank reads 3 of the 6 training samples per epoch.
         {"model": "climate_segmenter", "data": samples,
          "overrides": {"train.epochs": 1, "train.batch_size": 1},
-         "config": {"atrous_rates": [1], "filters": [4, 4, 8, 8], "stem_filters": 4,
-                    "aspp_filters": 8, "decoder_filters": 8, "low_level_filters": 4}},
+         "config": {"atrous_rates": [1], "filters": [16, 16, 16, 16], "stem_filters": 16,
+                    "aspp_filters": 16, "decoder_filters": 16, "low_level_filters": 16}},
     ], tmp_path)
     for report in reports:
         assert report["size"] == 2

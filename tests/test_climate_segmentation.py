@@ -313,10 +313,10 @@ def test_shipped_weights_take_the_file_arrays_and_explain(tmp_path):
     """The contract: the arrays of a DeepCAM file go into the shipped model as they are, and
     give what `modelzoo predict` writes; `modelzoo explain` runs on the same folder."""
     import modelzoo
-    from modelzoo import pretrained, training
+    from modelzoo import manifest, training
     from modelzoo.cli import main
 
-    entry = next(e for e in pretrained.load_manifest().values()
+    entry = next(e for e in manifest.load_manifest().values()
                  if e["model"] == "climate_segmenter" and e["default"])
     h, w, _ = entry["config"]["input_shape"]
     folder = generate_deepcam(tmp_path / "dc", n_samples=2, height=h, width=w, seed=77,

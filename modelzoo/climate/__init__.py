@@ -116,7 +116,7 @@ CASE = Case(
             summary="DeepCAM's DeepLabv3+ (Kurth et al. 2018), compact: per-pixel masks of "
                     "tropical cyclones and atmospheric rivers from 16 CAM5 fields.",
             domain="climate science",
-            task="segmentation",
+            problem="segmentation",
             inputs="(H, W, 16) fields as a DeepCAM file stores them (768 x 1152 x 16 "
                    "published); the stats.h5 scaling is a layer inside the model",
             outputs="class_probabilities (H, W, 3): background, tropical cyclone, "
@@ -124,6 +124,15 @@ CASE = Case(
             citation=_KURTH,
             data_layout=_DEEPCAM,
             recipe="climate_segmenter.yaml",
+            # The shipped entry's grid (its weights take 384 x 576 fields), two samples.
+            sample={"data": {"kind": "deepcam", "height": 384, "width": 576, "n_samples": 2,
+                             "seed": 7},
+                    # 16 channels at least: TensorFlow 2.21's oneDNN separable convolutions
+                    # crashed (double free) training with 4 or 8.
+                    "config": {"filters": [16, 16, 16, 16], "stem_filters": 16,
+                               "aspp_filters": 16, "decoder_filters": 16,
+                               "low_level_filters": 16, "atrous_rates": [1]},
+                    "recipe": {"train.batch_size": 1, "data.val_fraction": 0.0}},
             published=(
                 "Kurth et al. 2018: DeepLabv3+ on 27,360 V100 GPUs, 90.7% parallel "
                 "efficiency; MLPerf HPC DeepCAM trains it to a mean IoU of 0.82 on CAM5 fields "

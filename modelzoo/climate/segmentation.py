@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -279,10 +278,7 @@ class ClimateSegmentation(Task):
                         prefix="all_background_"),
             "deepcam_target_iou_on_cam5": DEEPCAM_TARGET_IOU,
         }
-        if output_dir and group.is_root:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, "metrics.json"), "w") as fh:
-                json.dump(result, fh, indent=2)
+        if output_dir:  # rank 0's staging folder; the core writes metrics.json
             first = min(3, len(out["truth"]))
             data = folder.read(rows[0], rows[0] + first, ["data"])["data"]
             plot_masks(data, folder.channels, out["truth"][:first], out["predicted"][:first],
