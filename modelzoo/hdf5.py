@@ -9,9 +9,14 @@ about 1/N of the file at start-up and together check all of it. Any problem rais
 :func:`stream` then turns any row subset into a tf.data pipeline that reads contiguous blocks,
 so no process ever holds the whole file.
 
-The rules for what real files contain live here, once, for every case: float features may be
-stored as integers; labels (``kind="label"``) may be stored as int, unsigned, bool or float
-holding exact class values, as (N,) or (N, 1); datasets a reader does not ask for are ignored;
+The rules for what real files contain live here, once, for every case: every array leaves
+:meth:`H5Source.read` in this machine's byte order (files from FITS, IDL, Java or a big-endian
+machine store ``>f4``, ``>i2``, ...; TensorFlow takes an array's bytes as native, so
+``>i2 [0 24 44 19]`` would arrive as ``[0 6144 11264 4864]``); float features stored as float64
+are read as the float32 every model computes in, and :func:`stream` hands TensorFlow float32
+wherever a reader's example still holds float64; float features may be stored as integers;
+labels (``kind="label"``) may be stored as int, unsigned, bool or float holding exact class
+values, as (N,) or (N, 1); datasets a reader does not ask for are ignored;
 optional fields may be absent.
 
 ``MODELZOO_COUNT_READS=1`` opens files through a counting file object, and
@@ -33,7 +38,7 @@ import numpy as np
 from modelzoo.errors import DataError
 
 __all__ = ["DataError", "Field", "H5Source", "block_plan", "bytes_read", "iterate_blocks",
-           "rows_within", "shard_range", "stream", "window_plan"]
+           "native", "rows_within", "shard_range", "stream", "window_plan"]
 
 KINDS = ("float", "int", "label")
 _BYTES_READ: dict[str, int] = {}
@@ -127,6 +132,13 @@ def bytes_read(path: str | os.PathLike | None = None) -> int | dict[str, int]:
     return _BYTES_READ.get(os.fspath(path), 0)
 
 
+def native(array: np.ndarray) -> np.ndarray:
+    """``array`` in this machine's byte order (a copy only when it is stored the other way)."""
+    if array.dtype.byteorder not in ("=", "|") and not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
 def _process_shard() -> tuple[int, int]:
     """(rank, size) of this process in the training job: the zoo's process group if
     :func:`modelzoo.distributed.init` has run, else a single process."""
@@ -141,8 +153,10 @@ def _describe_shape(shape: Sequence[int | None]) -> str:
 
 def _describe(field: Field) -> str:
     if field.kind == "label":
-        values = f" with values in {set(field.classes)}" if field.classes else ""
-        return f"{_describe_shape(field.trailing_shape)} or (N, 1) labels{values}"
+        values = (f"values in {set(field.classes)}" if field.classes
+                  else "whole numbers 0, 1, ...")
+        return (f"class labels {_describe_shape(field.trailing_shape)} or "
+                f"{_describe_shape((*field.trailing_shape, 1))}, {values}")
     return f"{_describe_shape(field.trailing_shape)} {field.kind}"
 
 
@@ -213,9 +227,13 @@ class H5Source:
             if len(shape) != 1 + len(trailing) or any(
                 want is not None and got != want for got, want in zip(shape[1:], trailing)
             ):
+                one_hot = (f.kind == "label" and len(shape) == 2 + len(trailing)
+                           and shape[-1] > 1)
                 raise DataError(
                     f"{self.path}: dataset '{f.path}' has shape {dset.shape}, expected "
                     f"{_describe(f)}"
+                    + ("; one-hot labels: store their argmax, the class number" if one_hot
+                       else "")
                 )
             dkind = dset.dtype.kind
             ok = {"float": "fiu", "int": "iub", "label": "iubf"}[f.kind]
@@ -268,6 +286,8 @@ class H5Source:
             valid = np.all(np.isfinite(values) & (values == np.round(values)), axis=1)
             if f.classes is not None:
                 valid &= np.all(np.isin(values, f.classes), axis=1)
+            else:
+                valid &= np.all(values >= 0, axis=1)
             if not valid.all():
                 bad = int(np.argwhere(~valid)[0][0])
                 raise DataError(
@@ -292,13 +312,31 @@ class H5Source:
     def read(
         self, start: int, stop: int, keys: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Rows ``start:stop`` of each field (or of ``keys``) as numpy arrays; labels as int64
-        of shape (rows,)."""
+        """Rows ``start:stop`` of each field (or of ``keys``) as numpy arrays in native byte
+        order: float features stored as float64 as float32, labels as int64 of shape (rows,)."""
+        return self._read(slice(start, stop), keys)
+
+    def read_rows(self, rows: np.ndarray, keys: Sequence[str] | None = None
+                  ) -> dict[str, np.ndarray]:
+        """Rows ``rows`` (any order, repeats allowed) of each field (or of ``keys``), as
+        :meth:`read` gives them: one slice read when the rows are mostly contiguous (h5py's
+        point selection costs about 3 ms a row, benchmarks/README.md), else a sorted point
+        selection."""
+        rows = np.asarray(rows, np.int64)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        if hi - lo <= 2 * len(rows):
+            return {k: v[rows - lo] for k, v in self._read(slice(lo, hi), keys).items()}
+        unique, positions = np.unique(rows, return_inverse=True)  # h5py needs increasing rows
+        return {k: v[positions] for k, v in self._read(unique, keys).items()}
+
+    def _read(self, selection, keys: Sequence[str] | None) -> dict[str, np.ndarray]:
         handle = self._file()
         block = {}
         for k, f in self.fields.items():
             if keys is None or k in keys:
-                array = handle[f.path][start:stop]
+                array = native(handle[f.path][selection])
+                if f.kind == "float" and array.dtype == np.float64:
+                    array = array.astype(np.float32)  # what every model computes in
                 if f.kind == "label":
                     array = array.reshape(len(array), *array.shape[1:1 + len(f.trailing_shape)])
                     array = array.astype(np.int64)
@@ -394,6 +432,12 @@ def _collect_at_exit() -> None:
         _COLLECT_AT_EXIT.append(True)
 
 
+def _for_tensorflow(array: np.ndarray) -> np.ndarray:
+    """An example array as the model takes it: native byte order, float64 as float32."""
+    array = native(np.asarray(array))
+    return array.astype(np.float32) if array.dtype == np.float64 else array
+
+
 def window_plan(
     start: int, stop: int, *, block_rows: int, shuffle: bool, seed: int, epoch: int,
     mix: int = MIX_BLOCKS,
@@ -464,7 +508,7 @@ def stream(
     keys = tuple(first)
     block_spec = [tf.as_dtype(first[k].dtype) for k in keys]
     block_shapes = [(None,) + first[k].shape[1:] for k in keys]
-    example = to_example(first)
+    example = [_for_tensorflow(a) for a in to_example(first)]
     example_spec = [tf.as_dtype(a.dtype) for a in example]
     example_shapes = [(None,) + a.shape[1:] for a in example]
     # h5py serialises HDF5 calls anyway; the lock also covers opening the handle lazily and
@@ -490,7 +534,7 @@ def stream(
         return arrays if perm is None else [a[perm] for a in arrays]
 
     def convert(*arrays):
-        return list(to_example(dict(zip(keys, arrays))))
+        return [_for_tensorflow(a) for a in to_example(dict(zip(keys, arrays)))]
 
     def with_shapes(arrays, shapes):
         for a, shape in zip(arrays, shapes):

@@ -1,12 +1,46 @@
-"""Worker processes for the synthetic-data generators of every case."""
+"""The one skeleton of every synthetic-data generator (``modelzoo data <case>``).
+
+A case's generator keeps its physics (a function drawing one unit of work) and writes through
+:func:`generated_file`, which does the rest once for every case::
+
+    with generated_file(path, draw_chunk, chunks, processes=processes, label="cosmology",
+                        noun="maps", total=total, progress=progress) as out:
+        kappa = out.file.create_dataset("kappa", (total, npix, npix), "f4")
+        for chunk, maps in out.results:          # as they finish (ordered=True: task order)
+            kappa[chunk.rows] = maps
+            out.advance(len(maps))               # the progress line
+        out.file.attrs["generator"] = "..."
+        out.details = {"cosmologies": [...]}     # what the report adds for this case
+    report = out.report                          # a GeneratorReport
+
+* the output folder is created; the file is written as ``path.partial`` in the same folder and
+  renamed to ``path`` only once complete, so a reader never sees a half-written file under the
+  name asked for;
+* the partial file is removed on ANY failure (an exception, Ctrl-C, a full disk), and a
+  ``SIGTERM`` ends the command the same way; an earlier complete ``path`` is left untouched;
+* the work runs in this process (``processes=1``) or in a pool of forked workers started
+  before the HDF5 file is opened (no worker inherits an open HDF5 handle);
+* one progress line style on stderr: ``label: done/total noun (pct%), rate noun/s, N s left``
+  about every 10 seconds, then ``label: wrote N noun to PATH in S s (R noun/s)``;
+* one report type, :class:`GeneratorReport`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from modelzoo.errors import DataError, WriteError, machine_failure
+
+PROGRESS_SECONDS = 10.0
 
 
 def _start_method() -> str:
@@ -19,14 +53,154 @@ def _start_method() -> str:
 
 
 @contextlib.contextmanager
-def unordered_results(function: Callable[[Any], Any], tasks: list,
-                      processes: int) -> Iterator[Iterable[Any]]:
-    """``function(task)`` for every task, as they finish: in this process when ``processes``
-    is 1 (or there is one task), else in a pool of ``processes`` workers. Each result must say
-    which rows it holds, since arrival order is not task order. Open the output file inside the
-    ``with`` block: the pool is forked first, so no worker inherits an open HDF5 handle."""
+def worker_results(function: Callable[[Any], Any], tasks: list, processes: int, *,
+                   ordered: bool = False) -> Iterator[Iterable[Any]]:
+    """``function(task)`` for every task: in this process when ``processes`` is 1 (or there is
+    one task), else in a pool of ``processes`` workers; in task order with ``ordered``, else as
+    they finish (each result must then say which rows it holds). Open the output file inside
+    the ``with`` block: the pool is forked first, so no worker inherits an open HDF5 handle."""
     if processes <= 1 or len(tasks) <= 1:
         yield (function(task) for task in tasks)
         return
     with multiprocessing.get_context(_start_method()).Pool(min(processes, len(tasks))) as pool:
-        yield pool.imap_unordered(function, tasks, chunksize=1)
+        yield (pool.imap if ordered else pool.imap_unordered)(function, tasks, chunksize=1)
+
+
+@contextlib.contextmanager
+def unordered_results(function: Callable[[Any], Any], tasks: list,
+                      processes: int) -> Iterator[Iterable[Any]]:
+    """:func:`worker_results` as they finish."""
+    with worker_results(function, tasks, processes) as results:
+        yield results
+
+
+@dataclass(frozen=True)
+class GeneratorReport:
+    """What a generator wrote: ``rows`` of ``noun`` to ``path`` in ``seconds``; ``details``:
+    what the case adds (class counts, the physics selection's efficiencies, ...)."""
+
+    path: str
+    rows: int
+    noun: str
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self, label: str) -> str:
+        return (f"{label}: wrote {self.rows} {self.noun} to {self.path} in {self.seconds:.1f} s "
+                f"({self.rows_per_second:.1f} {self.noun}/s)")
+
+
+class _Terminated(BaseException):
+    """SIGTERM while a generator writes: unwinds like Ctrl-C, so the partial file goes."""
+
+
+@contextlib.contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _Terminated(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where ``path`` is written until it is complete."""
+    target = Path(path)
+    return target.with_name(target.name + ".partial")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """The path to write ``path`` through: ``path.partial`` in the same folder (the folder is
+    created), renamed to ``path`` after the ``with`` block succeeds and removed if it fails in
+    any way. A previous complete ``path`` stays until the new one replaces it."""
+    target = Path(path)
+    if target.is_dir():
+        raise DataError(f"{target}: is a folder; expected the name of an HDF5 file to write")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"{target}: cannot create its folder ({err.strerror})") from None
+    partial = partial_path(target)
+    try:
+        with _terminate_as_exception():
+            yield partial
+            _fsync(partial)
+            os.replace(partial, target)
+    except BaseException as err:
+        partial.unlink(missing_ok=True)
+        reason = machine_failure(err)
+        if reason is not None:
+            raise WriteError(f"{target}: writing failed ({reason}); "
+                             + ("the previous file is unchanged" if target.exists()
+                                else "no file was written")) from err
+        raise
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+class GeneratedFile:
+    """The open output of :func:`generated_file`: ``file`` (an h5py File), ``results`` (the
+    workers' results), ``advance`` (the progress line) and ``details`` (for the report)."""
+
+    def __init__(self, file, results: Iterable[Any], label: str, noun: str, total: int,
+                 progress: bool) -> None:
+        self.file = file
+        self.results = results
+        self.label, self.noun, self.total, self.progress = label, noun, total, progress
+        self.done = 0
+        self.details: dict[str, Any] = {}
+        self.report: GeneratorReport | None = None
+        self._start = self._last = time.perf_counter()
+
+    def advance(self, rows: int) -> None:
+        """``rows`` more rows written; prints the progress line when it is due."""
+        self.done += rows
+        now = time.perf_counter()
+        if self.progress and (self.done >= self.total or now - self._last >= PROGRESS_SECONDS):
+            self._last = now
+            rate = self.done / max(now - self._start, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else float("nan")
+            print(f"{self.label}: {self.done}/{self.total} {self.noun} "
+                  f"({100 * self.done / max(self.total, 1):.0f}%), {rate:.1f} {self.noun}/s, "
+                  f"{left:.0f} s left", file=sys.stderr, flush=True)
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self._start
+
+
+@contextlib.contextmanager
+def generated_file(path: str | os.PathLike, function: Callable[[Any], Any], tasks: list, *,
+                   label: str, noun: str, total: int, processes: int = 1,
+                   ordered: bool = False, progress: bool = True) -> Iterator[GeneratedFile]:
+    """Write one generated HDF5 file: see the module docstring. ``function(task)`` runs for
+    every task (see :func:`worker_results`); ``total`` rows are expected; ``label`` starts
+    every progress line (the case's name). After the block, ``out.report`` holds the
+    :class:`GeneratorReport` (rows = the rows passed to ``advance``)."""
+    import h5py
+
+    with (atomic_output(path) as partial,
+          worker_results(function, tasks, processes, ordered=ordered) as results,
+          h5py.File(partial, "w") as handle):
+        out = GeneratedFile(handle, results, label, noun, total, progress)
+        yield out
+    out.report = GeneratorReport(os.fspath(path), out.done, noun, out.seconds, out.details)
+    if progress:
+        print(out.report.summary(label), file=sys.stderr, flush=True)

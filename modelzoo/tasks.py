@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from modelzoo.distributed import ProcessGroup
-from modelzoo.errors import ConfigError
+from modelzoo.errors import ConfigError, DataError
 from modelzoo.hdf5 import H5Source, shard_range, stream
 
 
@@ -35,6 +35,39 @@ class Datasets:
     num_validation: int = 0
     # Batches in this rank's validation shard; Keras warns when it has to find out by running dry.
     validation_steps: int | None = None
+
+
+@dataclass
+class ClassLabels:
+    """One dataset's class labels, as the core checks them against a classifier before a run
+    writes anything: ``values`` (N,) whole numbers in file row order, and the file's own
+    ``class_names`` where it has them."""
+
+    path: str
+    dataset: str
+    values: np.ndarray
+    class_names: tuple[str, ...] | None = None
+
+
+def check_class_labels(labels: list[ClassLabels], num_classes: int, hint: str = "") -> None:
+    """Refuse labels outside ``0..num_classes - 1`` (the model's softmax) or outside the file's
+    ``class_names``, naming the file, the dataset, the first bad row and the count expected:
+    such a label would reach TensorFlow as an ``InvalidArgumentError`` on a CPU and as a NaN
+    loss on a GPU. ``hint``: how to fix it (e.g. the setting that changes the class count)."""
+    for item in labels:
+        values = np.asarray(item.values).reshape(-1)
+        limits = [(num_classes, f"expected a class of the model, 0..{num_classes - 1} "
+                                f"({num_classes} classes){hint}")]
+        if item.class_names is not None:
+            names = list(item.class_names)
+            limits.append((len(names), f"expected 0..{len(names) - 1}, the file's attribute "
+                                       f"'class_names' names {len(names)} classes {names}"))
+        for count, expected in limits:
+            bad = np.flatnonzero((values < 0) | (values >= count))
+            if len(bad):
+                row = int(bad[0])
+                raise DataError(f"{item.path}: dataset '{item.dataset}' row {row} holds label "
+                                f"{values[row]}; {expected}")
 
 
 class Task:
@@ -118,6 +151,12 @@ class Task:
         and moves the figures into place, :func:`evaluate_into`)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement evaluate")
 
+    def class_labels(self, path: str, data_cfg: dict) -> list[ClassLabels]:
+        """The class labels of ``path`` that a classifier's softmax output must cover; the
+        core checks them (:func:`check_labels_fit`) before training, evaluating or predicting
+        writes anything. Empty for a task that does not classify (the default)."""
+        return []
+
     def predict(self, model: keras.Model, path: str, data_cfg: dict,
                 group: ProcessGroup) -> dict[str, np.ndarray]:
         """Per-row outputs for every row of ``path``, in the file's row order, on every rank
@@ -152,6 +191,19 @@ def evaluate_into(task: Task, model: keras.Model, path: str, data_cfg: dict, spl
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return metrics
+
+
+def check_labels_fit(task: Task, model: keras.Model, path: str, data_cfg: dict,
+                     class_count_key: str | None = None) -> None:
+    """The core's label check for any task (see :meth:`Task.class_labels`): the model's last
+    output axis is its class count. ``class_count_key``: the builder keyword that sets it, named
+    in the hint when a new model is about to be trained."""
+    labels = task.class_labels(path, data_cfg)
+    if labels:
+        count = int(model.output_shape[-1])
+        hint = (f"; to train a model of more classes add --model-config {class_count_key}=K"
+                if class_count_key else "")
+        check_class_labels(labels, count, hint)
 
 
 def gather_shards(

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import yaml
 
-from modelzoo import distributed, pretrained
+from modelzoo import distributed, pretrained, tasks
 from modelzoo.errors import ConfigError, PretrainedError
 from modelzoo.pretrained import write_weights
 from modelzoo.registry import build, get_spec, get_task
@@ -382,6 +382,12 @@ def resolve(
     return cfg, task
 
 
+def _class_count_key(model: str) -> str | None:
+    """The builder keyword that sets a classifier's class count, if it has one."""
+    defaults = get_spec(model).defaults
+    return next((k for k in ("num_classes", "n_classes") if k in defaults), None)
+
+
 def compile_model(net: keras.Model, cfg: dict[str, Any], task: Any, steps_per_epoch: int,
                   group: distributed.ProcessGroup) -> None:
     """Compile ``net`` by ``task`` with resolved recipe ``cfg``'s optimizer (learning rate
@@ -472,6 +478,8 @@ def train(
             net = pretrained._with_weights(model, init_weights, cfg["model"]["config"])
         else:
             net = build(model, **cfg["model"]["config"])
+    # Before the run folder exists: a refused file leaves nothing behind.
+    tasks.check_labels_fit(task, net, data, cfg.get("data", {}), _class_count_key(model))
     if restoring:  # before compiling: the weights file has no optimizer for Keras to look for
         net.load_weights(os.path.join(checkpoint[0], WEIGHTS_FILE))
     compile_model(net, cfg, task, datasets.steps_per_epoch, group)
@@ -573,7 +581,9 @@ def predict(name: str, weights: str | os.PathLike, data: str, output: str, *,
     group = distributed.init()
     net, cfg = _model_and_recipe(name, weights)
     cfg = apply_overrides(cfg, overrides or {})
-    outputs = get_task(cfg["task"]).predict(net, data, cfg.get("data", {}), group)
+    task = get_task(cfg["task"])
+    tasks.check_labels_fit(task, net, data, cfg.get("data", {}))
+    outputs = task.predict(net, data, cfg.get("data", {}), group)
     if group.is_root:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         tmp = f"{output}.tmp{os.getpid()}"
@@ -596,8 +606,9 @@ def evaluate_model(
     group = distributed.init()
     net, cfg = _model_and_recipe(name, weights)
     cfg = apply_overrides(cfg, overrides or {})
-    return evaluate_into(get_task(cfg["task"]), net, data, cfg.get("data", {}), split,
-                         output_dir, group)
+    task = get_task(cfg["task"])
+    tasks.check_labels_fit(task, net, data, cfg.get("data", {}))
+    return evaluate_into(task, net, data, cfg.get("data", {}), split, output_dir, group)
 
 
 def evaluate(
@@ -610,5 +621,6 @@ def evaluate(
     group = distributed.init()
     net, cfg = _load_run(run_dir)
     cfg = apply_overrides(cfg, overrides or {})
-    return evaluate_into(get_task(cfg["task"]), net, data, cfg.get("data", {}), split,
-                         output_dir or run_dir, group)
+    task = get_task(cfg["task"])
+    tasks.check_labels_fit(task, net, data, cfg.get("data", {}))
+    return evaluate_into(task, net, data, cfg.get("data", {}), split, output_dir or run_dir, group)

@@ -324,7 +324,7 @@ def test_patch_reader_accepts_label_columns_and_floats_and_refuses_fractions(tmp
     with h5py.File(tmp_path / "bad.h5", "w") as f:
         f["images"], f["labels"] = images, np.array([0, 0.5, 1, 0, 1, 0])
         f.attrs["channels"] = ["TMQ", "LANDFRAC"]
-    with pytest.raises(DataError, match="'labels' holds 0.5"):
+    with pytest.raises(DataError, match=r"'labels' row 1 holds \[0.5\], expected class labels"):
         open_patches(tmp_path / "bad.h5")
 
 

@@ -170,8 +170,9 @@ def test_reader_accepts_what_real_files_contain(tmp_path):
     ("x_rank", "dataset 'X' has shape (6, 15)"),
     ("length", "differ in length"),
     ("nan", "NaN or Inf"),
-    ("fractional_labels", "whole-number class labels"),
-    ("negative_labels", "whole-number class labels"),
+    ("fractional_labels", "row 0 holds [0.5], expected class labels (N) or (N, 1), whole "
+                          "numbers 0, 1, ..."),
+    ("negative_labels", "holds [-1], expected class labels"),
     ("string_labels", "dataset 'y' has dtype"),
     ("truncated", "cannot be"),
     ("not_hdf5", "cannot be opened as HDF5"),

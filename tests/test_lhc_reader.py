@@ -85,11 +85,11 @@ def _mutate(path, fn):
         (lambda f: (f.__delitem__("weight"), f.create_dataset("weight", data=np.zeros(63))),
          "datasets differ in length"),
         (lambda f: (f.__delitem__("label"), f.create_dataset("label", data=np.zeros(64, "S3"))),
-         "dataset 'label' has dtype |S3, expected (N) or (N, 1) labels with values in {0, 1}"),
+         "dataset 'label' has dtype |S3, expected class labels (N) or (N, 1), values in {0, 1}"),
         (lambda f: f["data"].__setitem__((5, 0, 0, 0), np.nan),
          "dataset 'data' has NaN or Inf (first at row 5)"),
         (lambda f: f["label"].__setitem__(3, 7),
-         "dataset 'label' row 3 holds [7], expected (N) or (N, 1) labels with values in {0, 1}"),
+         "dataset 'label' row 3 holds [7], expected class labels (N) or (N, 1), values in {0, 1}"),
     ],
 )
 def test_malformed_benchmark_files(benchmark_file, mutation, message):

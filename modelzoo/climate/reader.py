@@ -257,23 +257,14 @@ def open_patches(path: str | os.PathLike, *, check_finite: bool = True) -> Clima
     shape, itemsize = _image_shape(path)
     if len(shape) != 4:
         raise DataError(f"{path}: dataset 'images' has shape {shape}, expected (N, C, H, W)")
-    try:
-        with h5py.File(path, "r") as handle:
-            one_column = "labels" in handle and handle["labels"].ndim == 2
-    except OSError as err:
-        raise DataError(f"{path}: cannot be opened as HDF5 ({err})") from None
     fields = [Field("images", "images", (None, None, None)),
-              Field("labels", "labels", (1,) if one_column else (), _kind(path, "labels"))]
+              Field("labels", "labels", (), "label")]
     source = H5Source(path, fields, check_finite=check_finite,
                       scan_block_rows=_scan_rows(shape, itemsize))
     with h5py.File(path, "r") as handle:
         channels = _channel_names(path, handle, shape[1])
         names = handle.attrs.get("class_names")
         labels = np.asarray(handle["labels"][()], np.float64).reshape(-1)
-    if not np.all((labels >= 0) & (labels == np.round(labels))):
-        bad = labels[~((labels >= 0) & (labels == np.round(labels)))][0]
-        raise DataError(f"{path}: dataset 'labels' holds {bad}; expected class numbers 0, 1, ... "
-                        "(0 = no event)")
     if names is None:
         names = ["no_event"] + [f"class_{k}" for k in range(1, int(labels.max()) + 1)]
     names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(names))

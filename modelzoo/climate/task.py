@@ -33,6 +33,7 @@ from modelzoo.distributed import ProcessGroup
 from modelzoo.errors import ConfigError
 from modelzoo.hdf5 import stream
 from modelzoo.tasks import (
+    ClassLabels,
     Datasets,
     Task,
     gather_shards,
@@ -85,6 +86,11 @@ class ClimatePatchClassification(Task):
         patches = self.open(path, data_cfg)
         return {"input_shape": list(patches.patch_shape),
                 "num_classes": len(patches.class_names), "channels": list(patches.channels)}
+
+    def class_labels(self, path: str, data_cfg: dict) -> list[ClassLabels]:
+        patches = open_patches(path)
+        return [ClassLabels(path, "labels", patches.labels((0, patches.num_patches)),
+                            patches.class_names)]
 
     def datasets(self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup,
                  seed: int, first_epoch: int) -> Datasets:

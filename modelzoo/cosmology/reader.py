@@ -130,7 +130,7 @@ def open_mass_maps(
     fields = [
         Field("kappa", "kappa", (None, None) if len(kappa[0]) == 3 else (None, None, 1)),
         Field("kappa_clean", "kappa_clean", tuple(kappa[0][1:]), required=False),
-        _column("label", shapes.get("label"), "label" in need),
+        Field("label", "label", (), "label", required="label" in need),
         *(_column(p, shapes.get(p), "parameters" in need) for p in PARAMETERS),
     ]
     source = H5Source(path, fields, check_finite=check_finite)

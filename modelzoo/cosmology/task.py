@@ -31,6 +31,7 @@ from modelzoo.distributed import ProcessGroup
 from modelzoo.errors import ConfigError
 from modelzoo.hdf5 import stream
 from modelzoo.tasks import (
+    ClassLabels,
     Datasets,
     Task,
     augment_training,
@@ -325,6 +326,10 @@ class CosmologyClassification(_MapTask):
     model_outputs = {"probabilities": None}
     need = ("label",)
     eval_keys = ("label",)
+
+    def class_labels(self, path: str, data_cfg: dict) -> list[ClassLabels]:
+        maps = self.open(path, data_cfg)
+        return [ClassLabels(path, "label", maps.columns((0, maps.num_maps), ("label",))["label"])]
 
     def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
         def to_example(block):

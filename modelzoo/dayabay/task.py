@@ -33,7 +33,15 @@ from modelzoo.dayabay.reader import (
     open_dayabay,
 )
 from modelzoo.distributed import ProcessGroup
-from modelzoo.tasks import Datasets, Task, gather_shards, select_rows, split_rows, split_streams
+from modelzoo.tasks import (
+    ClassLabels,
+    Datasets,
+    Task,
+    gather_shards,
+    select_rows,
+    split_rows,
+    split_streams,
+)
 
 PUBLISHED_CNN_ACCURACY = 0.97
 PREDICT_BLOCK = 8192
@@ -232,6 +240,11 @@ def code_separation(codes: np.ndarray, labels: np.ndarray, raw: np.ndarray,
 class DayaBayClassification(_PairTask):
     name = "dayabay_classification"
     model_outputs = {"probabilities": None}
+
+    def class_labels(self, path: str, data_cfg: dict) -> list[ClassLabels]:
+        pairs = self.open(path, data_cfg)
+        return [ClassLabels(path, dataset, np.full(pairs.source.class_counts[label], label))
+                for label, (_, dataset) in pairs.source.sources.items()]
 
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict) -> None:
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",

@@ -21,15 +21,10 @@ from modelzoo.hdf5 import DataError, Field, H5Source
 LABELS = ("y", "y_consonant", "y_vowel")
 
 
-def _label_field(handle: h5py.File, name: str, required: bool) -> Field:
-    """A label dataset of shape (N,) or (N, 1): integers and booleans, or floats (whose
-    exactness is checked after validation)."""
-    dset = handle.get(name)
-    if not isinstance(dset, h5py.Dataset):
-        return Field(name, name, (), "int", required=required)
-    trailing = (1,) if len(dset.shape) == 2 else ()
-    return Field(name, name, trailing, "float" if dset.dtype.kind == "f" else "int",
-                 required=required)
+def _label_field(name: str, required: bool) -> Field:
+    """A label dataset of shape (N,) or (N, 1): integers, booleans, or floats holding whole
+    numbers (checked by :class:`~modelzoo.hdf5.H5Source`)."""
+    return Field(name, name, (), "label", required=required)
 
 
 @dataclass
@@ -50,19 +45,7 @@ class RowView:
         return len(self.rows)
 
     def read(self, start: int, stop: int, keys=None) -> dict[str, np.ndarray]:
-        wanted = self.rows[start:stop]
-        handle = self.source._file()
-        fields = [(k, f) for k, f in self.source.fields.items() if keys is None or k in keys]
-        lo, hi = int(wanted.min()), int(wanted.max()) + 1
-        if hi - lo <= 2 * len(wanted):
-            # Mostly contiguous rows (a sorted fold): one slice read, then numpy picks the
-            # rows; h5py's point selection costs about 3 ms a row (benchmarks/README.md).
-            return {k: handle[f.path][lo:hi][wanted - lo] for k, f in fields}
-        order = np.argsort(wanted)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        # h5py reads increasing indices
-        return {k: handle[f.path][np.sort(wanted)][inverse] for k, f in fields}
+        return self.source.read_rows(self.rows[start:stop], keys)
 
 
 @dataclass
@@ -102,7 +85,7 @@ def open_ecog(path: str | os.PathLike, *, check_finite: bool = True) -> ECoGTria
                 raise DataError(f"{path}: missing dataset 'X'; expected (N, channels, samples) "
                                 f"high-gamma amplitude, found {found}")
             x_shape = handle["X"].shape if isinstance(handle["X"], h5py.Dataset) else ()
-            fields = [_label_field(handle, name, name == "y") for name in LABELS]
+            fields = [_label_field(name, name == "y") for name in LABELS]
     except OSError as err:
         raise DataError(f"{path}: cannot be opened as HDF5 ({err}); the file may be truncated "
                         "or not an HDF5 file") from None
@@ -114,13 +97,4 @@ def open_ecog(path: str | os.PathLike, *, check_finite: bool = True) -> ECoGTria
         raise DataError(f"{path}: dataset 'X' has shape {x_shape}, expected (N, channels, "
                         "samples) or (N, channels, 1, samples)")
     source = H5Source(path, [Field("X", "X", x_trailing), *fields], check_finite=check_finite)
-    trials = ECoGTrials(source, int(x_shape[1]), int(x_shape[-1]))
-    for name in LABELS:
-        if name not in source.fields:
-            continue
-        values = source.read(0, source.num_rows, [name])[name].reshape(-1)
-        if not (np.all(values >= 0) and np.all(values == np.round(values))):
-            bad = values[(values < 0) | (values != np.round(values))][:3]
-            raise DataError(f"{path}: dataset '{name}' must hold non-negative whole-number "
-                            f"class labels, found {bad.tolist()}")
-    return trials
+    return ECoGTrials(source, int(x_shape[1]), int(x_shape[-1]))

@@ -25,7 +25,7 @@ from modelzoo.distributed import ProcessGroup
 from modelzoo.ecog import phonetics
 from modelzoo.ecog.reader import ECoGTrials, RowView, open_ecog
 from modelzoo.errors import ConfigError, DataError
-from modelzoo.tasks import Datasets, Task, gather_shards, split_streams
+from modelzoo.tasks import ClassLabels, Datasets, Task, gather_shards, split_streams
 
 SPLITS = ("all", "train", "val", "test")
 
@@ -209,12 +209,8 @@ class ECoGClassification(Task):
         x, y = trials.to_example(trials.source.read(rows[0], min(rows[1], trials.num_trials)))
         return {"inputs": x, "labels": y.astype(np.int64)}
 
-    @staticmethod
-    def _check_labels(trials: ECoGTrials, n_classes: int) -> None:
-        top = int(trials.labels().max())
-        if top >= n_classes:
-            raise DataError(f"{trials.source.path}: dataset 'y' has label {top}, the model "
-                            f"classifies {n_classes} syllables (0..{n_classes - 1})")
+    def class_labels(self, path: str, data_cfg: dict) -> list[ClassLabels]:
+        return [ClassLabels(path, "y", self.open(path, data_cfg).labels())]
 
     def datasets(
         self, path: str, data_cfg: dict, batch_size: int, group: ProcessGroup, seed: int,
@@ -240,7 +236,6 @@ class ECoGClassification(Task):
     def callbacks(self, model: keras.Model, path: str, data_cfg: dict, group: ProcessGroup,
                   seed: int) -> list[keras.callbacks.Callback]:
         trials = self.open(path, data_cfg)
-        self._check_labels(trials, model.output_shape[-1])
         expected = tuple(model.input_shape[1:])
         if expected != (trials.n_channels, trials.n_samples):
             raise DataError(f"{path}: dataset 'X' holds trials of {trials.n_channels} channels "
@@ -279,7 +274,6 @@ class ECoGClassification(Task):
             raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         trials = self.open(path, data_cfg)
         n_classes = model.output_shape[-1]
-        self._check_labels(trials, n_classes)
         rows = split_indices(trials.num_trials, data_cfg)[split]
         if len(rows) == 0:
             raise ConfigError(f"split {split!r} is empty for data.folds="
