@@ -13,6 +13,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from typing import Any
 
@@ -34,6 +35,19 @@ def _parse_assignments(pairs: list[str], what: str) -> dict[str, Any]:
             raise SystemExit(f"modelzoo: {what} {pair!r} must look like key=value")
         result[key] = load_yaml(value)
     return result
+
+
+def _json_object(text: str, flag: str) -> dict[str, Any]:
+    from modelzoo.errors import ConfigError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{flag}: not valid JSON ({err.msg} at character {err.pos}): "
+                          f"{text!r}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag}: expected a JSON object {{...}}, got {text!r}")
+    return value
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -150,10 +164,10 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
         if not (args.key and args.tag and args.data_recipe):
             raise SystemExit("modelzoo: pretrained publish needs MODEL --tag T --data-recipe JSON")
         entry = reproduce.publish(
-            args.key, args.tag, json.loads(args.data_recipe), args.work_dir,
+            args.key, args.tag, _json_object(args.data_recipe, "--data-recipe"), args.work_dir,
             overrides=_parse_assignments(args.set, "--set"),
             description=args.description,
-            tolerance=json.loads(args.tolerance) if args.tolerance else None,
+            tolerance=_json_object(args.tolerance, "--tolerance") if args.tolerance else None,
         )
         print(json.dumps(entry["metrics"], indent=2))
         return 0
@@ -180,6 +194,17 @@ def _cmd_card(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+def _exit_if_hdf5_cannot_close(code: int) -> None:
+    """End the process now if a failed write left HDF5 handles that cannot be freed (see
+    :data:`modelzoo.parallel.UNCLOSABLE`): freeing them at exit would crash the interpreter.
+    Nothing is lost: the failed file was already removed."""
+    parallel = sys.modules.get("modelzoo.parallel")
+    if parallel is not None and parallel.UNCLOSABLE:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -304,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ZooError as err:
-        # The user's input is wrong (a file, a name, a setting): one line, not a traceback.
+        # The user's input is wrong (a file, a name, a setting), or the machine could not
+        # write (disk full): one line, not a traceback.
         print(f"modelzoo: error: {err}", file=sys.stderr)
+        _exit_if_hdf5_cannot_close(2)
         return 2
 
 

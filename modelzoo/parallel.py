@@ -21,7 +21,7 @@ A case's generator keeps its physics (a function drawing one unit of work) and w
 * the work runs in this process (``processes=1``) or in a pool of forked workers started
   before the HDF5 file is opened (no worker inherits an open HDF5 handle);
 * one progress line style on stderr: ``label: done/total noun (pct%), rate noun/s, N s left``
-  about every 10 seconds, then ``label: wrote N noun to PATH in S s (R noun/s)``;
+  about every 5 seconds, then ``label: wrote N noun to PATH in S s (R noun/s)``;
 * one report type, :class:`GeneratorReport`.
 """
 
@@ -40,7 +40,7 @@ from typing import Any
 
 from modelzoo.errors import DataError, WriteError, machine_failure
 
-PROGRESS_SECONDS = 10.0
+PROGRESS_SECONDS = 5.0
 
 
 def _start_method() -> str:
@@ -50,6 +50,11 @@ def _start_method() -> str:
     if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
         return "fork"
     return "spawn"
+
+
+def _default_signals() -> None:
+    """A worker dies of SIGTERM (the pool's way of ending it), whatever its parent does."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -62,16 +67,9 @@ def worker_results(function: Callable[[Any], Any], tasks: list, processes: int, 
     if processes <= 1 or len(tasks) <= 1:
         yield (function(task) for task in tasks)
         return
-    with multiprocessing.get_context(_start_method()).Pool(min(processes, len(tasks))) as pool:
+    with multiprocessing.get_context(_start_method()).Pool(
+            min(processes, len(tasks)), initializer=_default_signals) as pool:
         yield (pool.imap if ordered else pool.imap_unordered)(function, tasks, chunksize=1)
-
-
-@contextlib.contextmanager
-def unordered_results(function: Callable[[Any], Any], tasks: list,
-                      processes: int) -> Iterator[Iterable[Any]]:
-    """:func:`worker_results` as they finish."""
-    with worker_results(function, tasks, processes) as results:
-        yield results
 
 
 @dataclass(frozen=True)
@@ -155,6 +153,33 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+# HDF5 objects of files whose writing failed for lack of space. HDF5 cannot close such a file:
+# its close retries the failed metadata write, and freeing the handles afterwards crashed the
+# interpreter (h5py 3 on HDF5 1.14, a segmentation fault). They are kept open instead (the file
+# itself is already unlinked), and the command ends without freeing them: see
+# :func:`modelzoo.cli.main`.
+UNCLOSABLE: list[Any] = []
+
+
+@contextlib.contextmanager
+def hdf5_output(path: str | os.PathLike) -> Iterator[Any]:
+    """``h5py.File(path, "w")``, closed after the block; if the block or the close fails
+    because the machine cannot write (see :func:`modelzoo.errors.machine_failure`), its
+    handles are left open in :data:`UNCLOSABLE` rather than freed."""
+    import h5py
+
+    handle = h5py.File(path, "w")
+    try:
+        yield handle
+        handle.close()
+    except BaseException as err:
+        if machine_failure(err) is not None:
+            UNCLOSABLE.append(h5py.h5f.get_obj_ids(handle.id, types=h5py.h5f.OBJ_ALL))
+        elif handle.id.valid:
+            handle.close()
+        raise
+
+
 class GeneratedFile:
     """The open output of :func:`generated_file`: ``file`` (an h5py File), ``results`` (the
     workers' results), ``advance`` (the progress line) and ``details`` (for the report)."""
@@ -187,18 +212,20 @@ class GeneratedFile:
 
 
 @contextlib.contextmanager
-def generated_file(path: str | os.PathLike, function: Callable[[Any], Any], tasks: list, *,
-                   label: str, noun: str, total: int, processes: int = 1,
-                   ordered: bool = False, progress: bool = True) -> Iterator[GeneratedFile]:
+def generated_file(path: str | os.PathLike, function: Callable[[Any], Any] | None = None,
+                   tasks: list | tuple = (), *, label: str, noun: str, total: int,
+                   processes: int = 1, ordered: bool = False,
+                   progress: bool = True) -> Iterator[GeneratedFile]:
     """Write one generated HDF5 file: see the module docstring. ``function(task)`` runs for
-    every task (see :func:`worker_results`); ``total`` rows are expected; ``label`` starts
-    every progress line (the case's name). After the block, ``out.report`` holds the
-    :class:`GeneratorReport` (rows = the rows passed to ``advance``)."""
-    import h5py
-
-    with (atomic_output(path) as partial,
-          worker_results(function, tasks, processes, ordered=ordered) as results,
-          h5py.File(partial, "w") as handle):
+    every task (see :func:`worker_results`; none for a file computed before it is written);
+    ``total`` rows are expected; ``label`` starts every progress line (the case's name).
+    After the block, ``out.report`` holds the :class:`GeneratorReport` (rows = the rows passed
+    to ``advance``)."""
+    # The pool first: its workers must not inherit the SIGTERM handler of atomic_output (the
+    # pool ends its workers with SIGTERM) nor an open HDF5 handle.
+    with (worker_results(function, list(tasks), processes, ordered=ordered) as results,
+          atomic_output(path) as partial,
+          hdf5_output(partial) as handle):
         out = GeneratedFile(handle, results, label, noun, total, progress)
         yield out
     out.report = GeneratorReport(os.fspath(path), out.done, noun, out.seconds, out.details)

@@ -14,6 +14,7 @@ seeds), the training recipe and the metrics on a fixed evaluation set. From that
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import json
@@ -24,6 +25,22 @@ from typing import Any
 
 from modelzoo import manifest, pretrained, registry, training
 from modelzoo.errors import ConfigError
+
+
+def manifest_entry(key: str) -> dict[str, Any]:
+    """The manifest entry ``key`` (e.g. ``lhc_cnn.pythia_v1``); a model name or an unknown key
+    is refused naming the entries there are."""
+    entries = manifest.load_manifest()
+    if key in entries:
+        return entries[key]
+    own = sorted(k for k, e in entries.items() if e["model"] == key)
+    if own:
+        raise ConfigError(f"{key!r} is a model, not a manifest entry; its entries: "
+                          f"{', '.join(own)} (all entries: modelzoo pretrained list)")
+    close = difflib.get_close_matches(key, list(entries), n=3)
+    raise ConfigError(f"no manifest entry {key!r}"
+                      + (f"; did you mean {', '.join(close)}?" if close else "")
+                      + " (all entries: modelzoo pretrained list)")
 
 
 def generate(kind: str, path: str | os.PathLike, args: dict[str, Any]) -> str:
@@ -139,7 +156,7 @@ def verify(key: str, data_dir: str | None = None, tolerance: float = 5e-3,
 
     The tolerance absorbs float round-off between CPUs (a score crossing a threshold moves a
     rate by one event); the sha256 check has already ruled out changed weights."""
-    entry = manifest.load_manifest()[key]
+    entry = manifest_entry(key)
     split = "check" if "check_metrics" in entry and not full else "eval"
     model = pretrained._shipped_model(entry["model"], entry["tag"], {})
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,6 +190,11 @@ def publish(
 ) -> dict[str, Any]:
     """Generate data, train ``model`` by its recipe (with ``overrides``) and ship it as
     ``model.tag``, the default entry for ``model``."""
+    missing = [k for k in ("generator", "train", "eval") if k not in data_recipe]
+    if missing:
+        raise ConfigError(f"the data recipe lacks {', '.join(map(repr, missing))}; expected "
+                          '{"generator": CASE, "train": {generator arguments}, "eval": {...}}')
+    registry.get_spec(model)  # an unknown model is refused before any data is generated
     run_dir = _train(model, data_recipe, work_dir, overrides=overrides,
                      model_config=model_config)
     return export(run_dir, f"{model}.{tag}", data_recipe, description=description,
@@ -181,7 +203,7 @@ def publish(
 
 def recreate(key: str, work_dir: str) -> dict[str, Any]:
     """Regenerate the training data, retrain by the entry's recipe, compare with the manifest."""
-    entry = manifest.load_manifest()[key]
+    entry = manifest_entry(key)
     run_dir = _train(entry["model"], entry["data_recipe"], work_dir, recipe=entry["recipe"])
     model, _ = training._load_run(run_dir)
     measured = evaluate_model(model, entry, work_dir)

@@ -84,8 +84,19 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
         if spec.recipe is None:
             raise ConfigError(f"model {name_or_path!r} has no training recipe")
         path = Path(spec.recipe)
-    with open(path) as fh:
-        recipe = load_yaml(fh)
+    try:
+        with open(path) as fh:
+            recipe = load_yaml(fh)
+    except OSError as err:
+        raise ConfigError(f"recipe {path}: cannot be read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"recipe {path}: not valid YAML{line} "
+                          f"({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"recipe {path}: expected sections (task, model, data, optimizer, "
+                          f"train, ...), got {type(recipe).__name__}")
     return with_defaults(recipe)
 
 
@@ -372,6 +383,8 @@ def resolve(
     what :func:`train` runs, and what ``benchmarks`` compares it with."""
     cfg = load_recipe(model) if recipe is None else (
         load_recipe(recipe) if isinstance(recipe, str) else with_defaults(recipe))
+    if recipe is not None:
+        _check_complete(cfg, model, recipe if isinstance(recipe, str) else "the recipe")
     cfg = apply_overrides(cfg, overrides or {})
     cfg["model"]["name"] = model
     cfg["model"].setdefault("config", {})
@@ -386,6 +399,21 @@ def _class_count_key(model: str) -> str | None:
     """The builder keyword that sets a classifier's class count, if it has one."""
     defaults = get_spec(model).defaults
     return next((k for k in ("num_classes", "n_classes") if k in defaults), None)
+
+
+def _check_complete(cfg: dict[str, Any], model: str, source: str) -> None:
+    """Refuse a recipe that lacks a key the model's own recipe sets in its ``task``, ``data``
+    and ``train`` sections (the task and the training path read them all)."""
+    spec_recipe = get_spec(model).recipe
+    own = load_recipe(model) if spec_recipe else {"task": None, "train": {"batch_size": 0,
+                                                                         "epochs": 0}}
+    missing = [] if cfg.get("task") else ["task"]
+    for section in ("data", "train"):
+        have = cfg.get(section) or {}
+        missing += [f"{section}.{key}" for key in (own.get(section) or {}) if key not in have]
+    if missing:
+        start = f"; start from the model's own recipe, {spec_recipe}" if spec_recipe else ""
+        raise ConfigError(f"{source}: lacks {', '.join(missing)}{start}")
 
 
 def compile_model(net: keras.Model, cfg: dict[str, Any], task: Any, steps_per_epoch: int,

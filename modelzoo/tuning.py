@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import csv
 import fcntl
+import importlib.util
 import json
 import math
 import operator
@@ -57,7 +58,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modelzoo.errors import ConfigError
+from modelzoo.errors import ConfigError, ZooError
 
 STUDY_FILE = "study.db"
 TRIALS_DIR = "trials"
@@ -232,8 +233,9 @@ def storage_url(args: argparse.Namespace) -> str:
     return args.storage or f"sqlite:///{Path(args.output).resolve() / STUDY_FILE}"
 
 
-def open_study(args: argparse.Namespace, sampler_seed: int | None = None):
-    """The study of ``args`` (created if new), with heartbeats and retry of dead trials."""
+def open_storage(args: argparse.Namespace):
+    """The study database of ``args`` (an ``optuna.storages.RDBStorage``), with heartbeats and
+    retry of dead workers' trials."""
     import warnings
 
     import optuna
@@ -246,12 +248,19 @@ def open_study(args: argparse.Namespace, sampler_seed: int | None = None):
     url = storage_url(args)
     # SQLite: writers wait for each other's locks instead of failing at once.
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
-    storage = optuna.storages.RDBStorage(
+    return optuna.storages.RDBStorage(
         url, engine_kwargs=engine, heartbeat_interval=max(1, int(args.heartbeat)),
         grace_period=max(2, int(3 * args.heartbeat)),
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
             max_retry=3, inherit_intermediate_values=True),
     )
+
+
+def open_study(args: argparse.Namespace, sampler_seed: int | None = None, storage=None):
+    """The study of ``args`` (created if new) in ``storage`` (default: :func:`open_storage`)."""
+    import optuna
+
+    storage = storage or open_storage(args)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=args.prune_after, n_warmup_steps=1)
               if args.prune_after >= 0 else optuna.pruners.NopPruner())
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True,
@@ -331,6 +340,7 @@ def _history_column(run_dir: str, column: str) -> list[float]:
 def work(args: argparse.Namespace, worker_index: int = 0) -> int:
     """One worker: take trials until ``args.trials`` have finished. Returns trials run."""
     import optuna
+    import tensorflow as tf
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(args.model, args.space)
@@ -340,8 +350,9 @@ def work(args: argparse.Namespace, worker_index: int = 0) -> int:
     with _lock(lock):  # sampler seed: distinct per worker and per resumption, reproducible
         study = open_study(args, None)
         seed = args.seed * 1000 + worker_index + 100 * len(study.get_trials(deepcopy=False))
-    study = open_study(args, seed)
-    storage = study._storage
+    storage = open_storage(args)
+    study = open_study(args, seed, storage)
+    study_id = storage.get_study_id_from_name(study.study_name)
     ran, failures_in_a_row = 0, 0
     while True:
         with _lock(lock):
@@ -351,24 +362,27 @@ def work(args: argparse.Namespace, worker_index: int = 0) -> int:
             # reached: it is part of that count, and nobody else would ever run it.
             trial = study.ask() if active < args.trials or waiting else None
             if trial is not None:
+                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id,
+                                                                           trial.number)
                 # Before the lock is released: a worker killed between taking a trial and its
                 # first heartbeat would otherwise leave a RUNNING trial that never goes stale,
                 # and the resumed search would wait for it forever.
-                storage.record_heartbeat(trial._trial_id)
+                storage.record_heartbeat(trial_id)
         if trial is None:
             if finished >= args.trials:
                 return ran
             time.sleep(args.heartbeat)  # others' trials still running (or going stale)
             continue
-        with _heartbeat(storage, trial._trial_id, args.heartbeat):
+        with _heartbeat(storage, trial_id, args.heartbeat):
             try:
                 value = run_trial(args, trial, space, fixed)
             except optuna.TrialPruned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            except Exception as err:
+            except (ZooError, tf.errors.ResourceExhaustedError) as err:
                 # A sampled configuration can be impossible (a batch larger than the training
-                # split, a diverging run): that trial fails and the search goes on, unless
-                # trials keep failing, which points at the data or the setup instead.
+                # split, a model too large for the memory): that trial fails and the search
+                # goes on, unless trials keep failing, which points at the data or the setup
+                # instead. Anything else is a bug, and stops the search with its traceback.
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 failures_in_a_row += 1
                 print(f"tune: worker {worker_index}: trial {trial.number} failed: {err}",
@@ -529,6 +543,9 @@ def _argv(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """``modelzoo tune``: start the workers, wait, write the results."""
+    if importlib.util.find_spec("optuna") is None:
+        raise ConfigError("modelzoo tune needs Optuna, which is not installed here: "
+                          "pip install optuna (or pip install 'modelzoo[science]')")
     args.output = args.output or os.path.join("runs", f"tune-{args.model}")
     args.monitor = args.monitor or default_monitor(args.model, args.recipe)
     if args.trials < 1 or args.workers < 1:

@@ -29,7 +29,7 @@ REGION = {"height": 64, "width": 96, "lat_range": (0.0, 60.0), "lon_range": (140
 @pytest.fixture(scope="module")
 def images_file(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("climate") / "images.h5"
-    return generate_extreme_weather(path, n_images=24, seed=3, progress=False, **REGION)
+    return generate_extreme_weather(path, n_images=24, seed=3, progress=False, **REGION).path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,9 +387,10 @@ def test_extratropical_cyclone_has_a_warm_sector_east_of_its_cold_front():
 
 
 def test_generator_is_seeded_and_independent_of_process_count(tmp_path):
-    a = generate_extreme_weather(tmp_path / "a.h5", n_images=6, seed=5, progress=False, **REGION)
+    a = generate_extreme_weather(tmp_path / "a.h5", n_images=6, seed=5, progress=False,
+                                 **REGION).path
     b = generate_extreme_weather(tmp_path / "b.h5", n_images=6, seed=5, processes=2,
-                                 progress=False, **REGION)
+                                 progress=False, **REGION).path
     with h5py.File(a) as fa, h5py.File(b) as fb:
         np.testing.assert_array_equal(fa["images"][()], fb["images"][()])
         np.testing.assert_array_equal(fa["boxes"][()], fb["boxes"][()])
@@ -400,9 +401,9 @@ def test_generator_is_seeded_and_independent_of_process_count(tmp_path):
 
 def test_labelled_fraction_and_the_supervised_subset(tmp_path):
     full = generate_extreme_weather(tmp_path / "f.h5", n_images=10, labelled_fraction=0.3,
-                                    seed=2, progress=False, **REGION)
+                                    seed=2, progress=False, **REGION).path
     only = generate_extreme_weather(tmp_path / "o.h5", n_images=10, labelled_fraction=0.3,
-                                    drop_unlabelled=True, seed=2, progress=False, **REGION)
+                                    drop_unlabelled=True, seed=2, progress=False, **REGION).path
     labelled = open_extreme_weather(full).labelled((0, 10))
     assert labelled.sum() == 3
     with h5py.File(full) as ff, h5py.File(only) as fo:
@@ -418,7 +419,7 @@ def test_tropical_cyclone_patches_are_centred_on_the_storms(tmp_path, images_fil
     from modelzoo.climate.patches import extract_patches
 
     path = extract_patches(images_file, tmp_path / "tc.h5", patch_size=(16, 16), seed=1,
-                           progress=False)
+                           progress=False).path
     patches = open_patches(path)
     assert patches.patch_shape == (16, 16, 8) and patches.class_names == ("no_event",
                                                                           "tropical_cyclone")
@@ -430,7 +431,7 @@ def test_tropical_cyclone_patches_are_centred_on_the_storms(tmp_path, images_fil
     near = [abs(y - 7.5) <= 4 and abs(x - 7.5) <= 4 for y, x in lows]
     assert np.mean(near) > 0.8
     river = extract_patches(images_file, tmp_path / "ar.h5", event="atmospheric_river",
-                            patch_size=(24, 32), progress=False)
+                            patch_size=(24, 32), progress=False).path
     assert open_patches(river).channels == ("TMQ", "LANDFRAC")
     with pytest.raises(ConfigError, match="does not fit"):
         extract_patches(images_file, tmp_path / "x.h5", event="atmospheric_river",
@@ -450,7 +451,7 @@ def test_netcdf_model_output_becomes_an_unlabelled_file(tmp_path):
     ds = xr.Dataset(variables, coords={"time": [0, 6, 12], "lat": lat, "lon": lon})
     ds["PSL"].attrs.update(units="Pa", standard_name="air_pressure_at_mean_sea_level")
     ds.to_netcdf(tmp_path / "cam5.nc")
-    out = netcdf_to_extreme_weather([tmp_path / "cam5.nc"], tmp_path / "cam5.h5")
+    out = netcdf_to_extreme_weather([tmp_path / "cam5.nc"], tmp_path / "cam5.h5").path
     images = open_extreme_weather(out)
     assert images.num_images == 3 and images.image_shape == (8, 12, 16)
     assert not images.labelled((0, 3)).any()
@@ -494,9 +495,9 @@ def test_patch_classifier_trains_far_above_chance(tmp_path):
     from modelzoo.climate.patches import extract_patches
 
     images = generate_extreme_weather(tmp_path / "i.h5", n_images=120, seed=11, progress=False,
-                                      processes=2, **REGION)
+                                      processes=2, **REGION).path
     patches = extract_patches(images, tmp_path / "tc.h5", patch_size=(16, 16), seed=1,
-                              progress=False)
+                              progress=False).path
     result = training.train("climate_patch_cnn", patches, run_dir=str(tmp_path / "run"),
                             verbose=0, overrides={"train.epochs": 8, "train.batch_size": 16},
                             model_config={"input_shape": [16, 16, 8]})
@@ -512,9 +513,9 @@ def test_detector_finds_synthetic_storms(tmp_path):
     from modelzoo import manifest, training
 
     train = generate_extreme_weather(tmp_path / "t.h5", n_images=160, seed=21, progress=False,
-                                     processes=2, **REGION)
+                                     processes=2, **REGION).path
     test = generate_extreme_weather(tmp_path / "e.h5", n_images=24, seed=22, progress=False,
-                                    **REGION)
+                                    **REGION).path
     result = training.train(
         "climate_detector", train, run_dir=str(tmp_path / "run"), verbose=0,
         overrides={"train.epochs": 10, "train.batch_size": 8, "data.grid_cell": 2,

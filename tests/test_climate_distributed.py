@@ -16,11 +16,11 @@ def test_two_ranks_train_climate_models_to_identical_weights(tmp_path):
 
     region = {"height": 32, "width": 48, "lat_range": (0.0, 60.0), "lon_range": (140.0, 260.0)}
     images = generate_extreme_weather(tmp_path / "images.h5", n_images=16, seed=4,
-                                      labelled_fraction=0.5, progress=False, **region)
+                                      labelled_fraction=0.5, progress=False, **region).path
     samples = generate_deepcam(tmp_path / "deepcam", n_samples=8, seed=5, progress=False,
                                **region)
     patches = extract_patches(images, tmp_path / "patches.h5", event="weather_front",
-                              patch_size=(12, 16), progress=False)
+                              patch_size=(12, 16), progress=False).path
     reports = train_models([
         {"model": "climate_patch_cnn", "data": patches,
          "overrides": {"train.epochs": 1, "train.batch_size": 4}},

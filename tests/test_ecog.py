@@ -94,7 +94,7 @@ def cv_file(tmp_path_factory):
     """570 trials (10 per syllable) of 40 electrodes, less noise and jitter than the default."""
     path = tmp_path_factory.mktemp("ecog") / "cv.h5"
     return generate_ecog(path, n_trials=570, noise=0.2, jitter_ms=15.0, seed=7, progress=False,
-                         n_channels=SMALL["n_channels"])
+                         n_channels=SMALL["n_channels"]).path
 
 
 def test_generator_writes_the_published_layout(cv_file):
@@ -110,11 +110,11 @@ def test_generator_writes_the_published_layout(cv_file):
 
 def test_generator_is_the_same_for_any_process_count(tmp_path):
     one = generate_ecog(tmp_path / "a.h5", n_trials=300, n_channels=8, n_samples=50, seed=2,
-                        processes=1, progress=False)
+                        processes=1, progress=False).path
     two = generate_ecog(tmp_path / "b.h5", n_trials=300, n_channels=8, n_samples=50, seed=2,
-                        processes=2, progress=False)
+                        processes=2, progress=False).path
     other = generate_ecog(tmp_path / "c.h5", n_trials=300, n_channels=8, n_samples=50, seed=3,
-                          progress=False)
+                          progress=False).path
     with h5py.File(one) as a, h5py.File(two) as b, h5py.File(other) as c:
         np.testing.assert_array_equal(a["X"][:], b["X"][:])
         np.testing.assert_array_equal(a["y"][:], b["y"][:])

@@ -17,7 +17,7 @@ CHANNELS = 12
 @pytest.mark.slow
 def test_two_ranks_end_with_identical_weights(tmp_path):
     data = generate_ecog(tmp_path / "cv.h5", n_trials=228, n_channels=CHANNELS, seed=3,
-                         progress=False)
+                         progress=False).path
     reports = train_models([{
         "model": "ecog_mlp", "data": str(data),
         "overrides": {"train.epochs": 2, "train.batch_size": 16},

@@ -33,14 +33,14 @@ def _galaxy(path):
 def _climate_images(path):
     from modelzoo.climate.generator import generate_extreme_weather
 
-    return generate_extreme_weather(path, n_images=12, seed=3, progress=False, **REGION)
+    return generate_extreme_weather(path, n_images=12, seed=3, progress=False, **REGION).path
 
 
 def _climate_patches(path):
     from modelzoo.climate.generator import generate_climate
 
     return generate_climate(path, kind="patches", n_images=8, seed=3, patch_size=(16, 16),
-                            **REGION)
+                            **REGION).path
 
 
 def _cosmology(path):
@@ -54,7 +54,8 @@ def _cosmology(path):
 def _ecog(path):
     from modelzoo.ecog.generator import generate_ecog
 
-    return generate_ecog(path, n_trials=120, n_channels=6, n_samples=20, seed=2, progress=False)
+    return generate_ecog(path, n_trials=120, n_channels=6, n_samples=20, seed=2,
+                         progress=False).path
 
 
 def _dayabay(path):

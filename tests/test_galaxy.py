@@ -479,7 +479,7 @@ def test_generator_is_deterministic_and_readable(tmp_path):
     generate_galaxies(tmp_path / "b.h5", 6, seed=5, config=cfg, chunk_size=6)
     generate_galaxies(tmp_path / "c.h5", 6, seed=6, config=cfg)
     generate_galaxies(tmp_path / "d.h5", 6, seed=5, config=cfg, chunk_size=2, processes=2)
-    assert a.n_stamps == 6 and a.stamps_per_second > 0
+    assert a.rows == 6 and a.rows_per_second > 0
     with h5py.File(a.path) as fa, h5py.File(tmp_path / "b.h5") as fb, \
             h5py.File(tmp_path / "c.h5") as fc:
         np.testing.assert_array_equal(fa["images"][:], fb["images"][:])
@@ -545,7 +545,7 @@ def test_cli_generates_stamps(tmp_path, capsys):
     out = tmp_path / "cli.h5"
     assert main(["data", "galaxy", "--output", str(out), "--count", "3", "--seed", "1",
                  "--population", "prominent"]) == 0
-    assert "stamps/s" in capsys.readouterr().out
+    assert "galaxy: wrote 3 stamps to" in capsys.readouterr().err
     assert open_galaxies(out).num_stamps == 3
     with h5py.File(out) as fh:
         assert json.loads(fh.attrs["config"])["crop_hlr_ratio"] == 10.0

@@ -19,7 +19,6 @@ import modelzoo
 from modelzoo.lhc import generator as lhc_pythia
 from modelzoo.lhc.generator import (
     CalorimeterConfig,
-    GenerationReport,
     SelectionCuts,
     _split,
     baseline_mask,
@@ -28,6 +27,7 @@ from modelzoo.lhc.generator import (
     passes_signal_region,
     signal_region_mask,
 )
+from modelzoo.parallel import GeneratorReport
 
 # ----------------------------------------------------------------------------------------------
 # Physics selection on hand-made jets (no Pythia needed)
@@ -261,13 +261,13 @@ def test_benchmark_layout(small_runs):
         assert f.attrs["seed"] == 5 and f.attrs["sqrt_s_gev"] == 13000.0
         assert json.loads(f.attrs["selection_cuts"]) == dataclasses.asdict(SelectionCuts())
         label = f["label"][()]
-    assert isinstance(report, GenerationReport)
-    assert (report.n_events, report.n_signal, report.n_background) == (n, 10, 8)
+    assert isinstance(report, GeneratorReport)
+    assert (report.rows, report.details["n_signal"], report.details["n_background"]) == (n, 10, 8)
     assert int(label.sum()) == 10
     # Shuffled: the labels are not one block of signal followed by one of background.
     assert np.any(np.diff(label) != 0) and np.count_nonzero(np.diff(label)) > 1
     with pytest.raises(dataclasses.FrozenInstanceError):
-        report.n_events = 0
+        report.rows = 0
 
 
 @pytest.mark.slow
@@ -367,7 +367,7 @@ def test_weights_follow_the_cross_sections(physics_sample):
         assert data["normweight"][label == cls].sum(dtype=np.float64) == pytest.approx(
             n / 2, rel=1e-5
         )
-    assert 0.0 <= report.selection_fpr < report.selection_tpr <= 1.0
+    assert 0.0 <= report.details["selection_fpr"] < report.details["selection_tpr"] <= 1.0
 
 
 @pytest.mark.slow

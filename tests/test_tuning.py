@@ -137,7 +137,7 @@ def _running_with_checkpoint(output: Path) -> optuna.trial.FrozenTrial | None:
 @pytest.mark.slow
 def test_two_workers_killed_and_resumed_lose_and_repeat_no_trial(tmp_path):
     data = generate_ecog(tmp_path / "cv.h5", n_trials=456, n_channels=8, n_samples=60, seed=4,
-                         progress=False)
+                         progress=False).path
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({
         "model.input_dropout": {"type": "float", "low": 0.0, "high": 0.5},

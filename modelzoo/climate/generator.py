@@ -29,14 +29,10 @@ number of processes writes the same file.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from modelzoo.climate.boxes import CLASS_NAMES, MAX_BOXES
@@ -48,12 +44,12 @@ from modelzoo.climate.masks import (
 )
 from modelzoo.climate.reader import CHANNELS
 from modelzoo.errors import ConfigError
+from modelzoo.parallel import GeneratorReport, generated_file
 
 EARTH_OMEGA = 7.292e-5  # rad/s
 KM_PER_DEGREE = 111.2
 AIR_DENSITY = 1.15  # kg/m^3, boundary layer
 GRAVITY = 9.81
-_PROGRESS_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -407,7 +403,7 @@ def generate_extreme_weather(
     seed: int = 0,
     processes: int = 1,
     progress: bool = True,
-) -> str:
+) -> GeneratorReport:
     """Write ``n_images`` synthetic snapshots in the ExtremeWeather layout to ``path``.
 
     Args:
@@ -428,7 +424,6 @@ def generate_extreme_weather(
     grid = Grid(height, width, tuple(lat_range), tuple(lon_range))
     if not (-90 <= grid.lat_range[0] < grid.lat_range[1] <= 90 and grid.dlon > 0):
         raise ConfigError(f"bad domain: lat_range {lat_range}, lon_range {lon_range}")
-    start = time.perf_counter()
     land = land_mask(grid)
     chosen = np.zeros(n_images, bool)
     chosen[np.random.default_rng([seed, 1]).permutation(n_images)[
@@ -439,63 +434,38 @@ def generate_extreme_weather(
     chunk = 4
     jobs = [(seed, indices[i:i + chunk], grid, land, chosen[indices[i:i + chunk]])
             for i in range(0, len(indices), chunk)]
-    target = Path(path)
-    partial = target.with_name(target.name + ".partial")
-    done, last = 0, start
-    # fork, before the output file is opened: workers inherit the imported modules (spawn would
-    # re-import the caller's main module) and run only numpy.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = (multiprocessing.get_context(method).Pool(min(processes, len(jobs)))
-            if processes > 1 else None)
-    try:
-        results = pool.imap(_make_chunk, jobs) if pool else map(_make_chunk, jobs)
-        with h5py.File(partial, "w") as handle:
-            # Uncompressed: simulated float fields compress only 1.5x, and decompressing them
-            # (gzip) limited the reader to ~750 images/s per core at 64 x 96 x 16, below
-            # what training takes; uncompressed they read at ~4,800/s (benchmarks/README.md).
-            images = handle.create_dataset(
-                "images", (len(indices), len(CHANNELS), height, width), "f4",
-                chunks=(1, 1, height, width))
-            boxes = handle.create_dataset("boxes", (len(indices), MAX_BOXES, 5), "i4")
-            for result in results:
-                for image, table in result:
-                    images[done], boxes[done] = image, table
-                    done += 1
-                now = time.perf_counter()
-                if progress and (done == len(indices) or now - last >= _PROGRESS_SECONDS):
-                    last = now
-                    rate = done / (now - start)
-                    print(f"climate: {done}/{len(indices)} images ({100 * done / len(indices):.0f}"
-                          f"%), {rate:.1f} images/s, {(len(indices) - done) / rate:.0f} s left",
-                          file=sys.stderr, flush=True)
-            handle.create_dataset("land_mask", data=land)
-            handle.attrs.update(
-                generator="modelzoo.climate.generator", seed=seed, channels=list(CHANNELS),
-                class_names=list(CLASS_NAMES), box_order="ymin_xmin_ymax_xmax",
-                lat_range=grid.lat_range, lon_range=grid.lon_range,
-                image_axes="(channel, latitude ascending, longitude)",
-                labelled_fraction=labelled_fraction, drop_unlabelled=drop_unlabelled,
-                source_indices=indices,
-                references="Racah et al. 2017 arXiv:1612.02095; Holland 1980 MWR 108:1212",
-            )
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        if pool:
-            pool.close()
-            pool.join()
-    if progress:
-        print(f"climate: wrote {len(indices)} images to {target} in "
-              f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-    return str(target)
+    with generated_file(path, _make_chunk, jobs, processes=processes, ordered=True,
+                        label="climate", noun="images", total=len(indices),
+                        progress=progress) as out:
+        handle = out.file
+        # Uncompressed: simulated float fields compress only 1.5x, and decompressing them
+        # (gzip) limited the reader to ~750 images/s per core at 64 x 96 x 16, below
+        # what training takes; uncompressed they read at ~4,800/s (benchmarks/README.md).
+        images = handle.create_dataset(
+            "images", (len(indices), len(CHANNELS), height, width), "f4",
+            chunks=(1, 1, height, width))
+        boxes = handle.create_dataset("boxes", (len(indices), MAX_BOXES, 5), "i4")
+        for result in out.results:
+            for image, table in result:
+                images[out.done], boxes[out.done] = image, table
+                out.advance(1)
+        handle.create_dataset("land_mask", data=land)
+        handle.attrs.update(
+            generator="modelzoo.climate.generator", seed=seed, channels=list(CHANNELS),
+            class_names=list(CLASS_NAMES), box_order="ymin_xmin_ymax_xmax",
+            lat_range=grid.lat_range, lon_range=grid.lon_range,
+            image_axes="(channel, latitude ascending, longitude)",
+            labelled_fraction=labelled_fraction, drop_unlabelled=drop_unlabelled,
+            source_indices=indices,
+            references="Racah et al. 2017 arXiv:1612.02095; Holland 1980 MWR 108:1212",
+        )
+    return out.report
 
 
 def generate_climate(path: str | os.PathLike, *, kind: str = "images", progress: bool = False,
                      event: str = "tropical_cyclone", patch_size: tuple[int, int] | None = None,
                      patch_channels: tuple[str, ...] | None = None,
-                     negatives_per_event: float = 1.0, **image_args) -> str:
+                     negatives_per_event: float = 1.0, **image_args) -> GeneratorReport:
     """The case's data for pretrained recipes: ``kind="images"`` writes the ExtremeWeather
     layout (:func:`generate_extreme_weather` with ``image_args``); ``kind="deepcam"`` a DeepCAM
     folder with masks (:func:`modelzoo.climate.deepcam.generate_deepcam`); ``kind="patches"`` writes

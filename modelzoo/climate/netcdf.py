@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
-import h5py
 import numpy as np
 
 from modelzoo.climate.boxes import MAX_BOXES
 from modelzoo.climate.reader import CHANNELS
 from modelzoo.errors import DataError
+from modelzoo.parallel import GeneratorReport, generated_file
 
 _ALIASES = {"Z100": ("Z100", "Z1000")}
 _LAT, _LON = ("lat", "latitude"), ("lon", "longitude")
@@ -78,14 +77,15 @@ def read_fields(path: str | os.PathLike,
 
 
 def netcdf_to_extreme_weather(inputs: Sequence[str | os.PathLike] | str,
-                              output: str | os.PathLike) -> str:
+                              output: str | os.PathLike, *,
+                              progress: bool = True) -> GeneratorReport:
     """Write netCDF file(s) as one ExtremeWeather file: ``images`` (T, 16, H, W) in the published
     channel order and ``boxes`` all -1 (unlabelled: the detector's reconstruction learns from
     them, and it can predict their boxes)."""
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    target = Path(output)
-    partial = target.with_name(target.name + ".partial")
-    with h5py.File(partial, "w") as handle:
+    with generated_file(output, label="climate", noun="snapshots", total=0,
+                        progress=progress) as out:
+        handle = out.file
         images = None
         for path in paths:
             fields, lat, lon = read_fields(path)
@@ -100,6 +100,7 @@ def netcdf_to_extreme_weather(inputs: Sequence[str | os.PathLike] | str,
             start = images.shape[0]
             images.resize(start + len(fields), axis=0)
             images[start:] = fields
+            out.total += len(fields)
+            out.advance(len(fields))
         handle.create_dataset("boxes", data=np.full((images.shape[0], MAX_BOXES, 5), -1, "i4"))
-    os.replace(partial, target)
-    return str(target)
+    return out.report

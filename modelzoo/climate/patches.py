@@ -16,9 +16,7 @@ is the multi-class variant over the four ExtremeWeather classes (give its size).
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -26,6 +24,7 @@ import numpy as np
 from modelzoo.climate.boxes import CLASS_NAMES, valid_rows
 from modelzoo.climate.reader import CHANNELS, LAND_MASK, open_extreme_weather
 from modelzoo.errors import ConfigError, DataError
+from modelzoo.parallel import GeneratorReport, generated_file
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def extract_patches(
     event: str = "tropical_cyclone", patch_size: tuple[int, int] | None = None,
     channels: tuple[str, ...] | None = None, negatives_per_event: float = 1.0,
     box_order: str = "ymin_xmin_ymax_xmax", seed: int = 0, progress: bool = True,
-) -> str:
+) -> GeneratorReport:
     """Write the patch file of ``event`` (a key of :data:`EVENT_TYPES`) cut from
     ``images_path`` to ``output``: ``images`` (N, C, h, w) float32, ``labels`` (N,) int32."""
     if event not in EVENT_TYPES:
@@ -116,19 +115,17 @@ def extract_patches(
     if not patches:
         raise DataError(f"{os.fspath(images_path)}: no labelled images to cut patches from")
     order = rng.permutation(len(patches))
-    target = Path(output)
-    partial = target.with_name(target.name + ".partial")
-    with h5py.File(partial, "w") as handle:
-        handle.create_dataset("images", data=np.stack(patches)[order].astype(np.float32))
-        handle.create_dataset("labels", data=np.asarray(labels, np.int32)[order])
-        handle.attrs.update(
-            channels=list(channels), event=event,
-            class_names=["no_event"] + [CLASS_NAMES[c] for c in kind.classes],
+    class_names = ["no_event"] + [CLASS_NAMES[c] for c in kind.classes]
+    with generated_file(output, label="climate", noun=f"{event} patches", total=len(labels),
+                        progress=progress) as out:
+        out.file.create_dataset("images", data=np.stack(patches)[order].astype(np.float32))
+        out.file.create_dataset("labels", data=np.asarray(labels, np.int32)[order])
+        out.file.attrs.update(
+            channels=list(channels), event=event, class_names=class_names,
             patch_size=size, source=os.path.abspath(images_path), seed=seed,
         )
-    os.replace(partial, target)
-    if progress:
-        counts = np.bincount(np.asarray(labels), minlength=1 + len(kind.classes))
-        print(f"climate: wrote {len(labels)} {event} patches {size} to {target} "
-              f"(per class {counts.tolist()})", file=sys.stderr, flush=True)
-    return str(target)
+        out.advance(len(labels))
+        counts = np.bincount(np.asarray(labels), minlength=len(class_names))
+        out.details = {"patch_size": list(size), "per_class": dict(zip(class_names,
+                                                                       counts.tolist()))}
+    return out.report

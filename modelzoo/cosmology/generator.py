@@ -33,20 +33,15 @@ import argparse
 import functools
 import json
 import os
-import sys
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-import h5py
 import numpy as np
 
 from modelzoo.cosmology.statistics import ARCMIN, mode_ell
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import unordered_results
+from modelzoo.parallel import GeneratorReport, generated_file
 
 SPEED_OF_LIGHT_KM_S = 299792.458
-_PROGRESS_SECONDS = 5.0
 SETTINGS = ("sigma8", "degenerate", "parameters")
 
 
@@ -280,12 +275,12 @@ def generate_mass_maps(
     processes: int = 1,
     progress: bool = True,
     chunk_maps: int = 32,
-) -> dict:
+) -> GeneratorReport:
     """Write ``maps_per_class`` convergence maps for each cosmology of ``setting`` (or of
     ``cosmologies``, a list of (Omega_m, sigma_8)) to ``path``, rows shuffled.
 
-    The output depends on ``seed`` only, not on ``processes``. Returns a summary (the
-    cosmologies, map count and seconds).
+    The output depends on ``seed`` only, not on ``processes``. The report's details list the
+    cosmologies.
     """
     if maps_per_class < 1:
         raise ConfigError(f"maps_per_class must be positive, got {maps_per_class}")
@@ -296,7 +291,6 @@ def generate_mass_maps(
         setting = "custom"
     else:
         classes = setting_cosmologies(setting, survey, seed, num_cosmologies)
-    start = time.perf_counter()
     # pyccl runs here, in the parent, only: forked workers that call it can hang in its
     # threading runtime; they get the finished field models and only draw.
     models = [field_model(cosmo, survey) for cosmo in classes]
@@ -311,54 +305,36 @@ def generate_mass_maps(
     label = np.repeat(np.arange(len(classes), dtype=np.int32), maps_per_class)
     omega_m = np.repeat([c.omega_m for c in classes], maps_per_class).astype(np.float32)
     sigma_8 = np.repeat([c.sigma_8 for c in classes], maps_per_class).astype(np.float32)
-    target = Path(path)
-    partial = target.with_name(target.name + ".partial")
-    done, last = 0, start
-    try:
-        with (unordered_results(_draw_chunk, tasks, processes) as results,
-              h5py.File(partial, "w") as handle):
-            kappa = handle.create_dataset("kappa", (total, npix, npix), "f4",
-                                          chunks=(min(8, total), npix, npix))
-            # With shape noise, the noiseless map of every row is kept beside it: a denoiser
-            # is scored against it.
-            clean = (handle.create_dataset("kappa_clean", (total, npix, npix), "f4",
-                                           chunks=(min(8, total), npix, npix))
-                     if survey.shape_noise else None)
-            for task, maps, noiseless in results:
-                rows = position[task.first:task.first + task.count]
-                order = np.argsort(rows)
-                kappa[rows[order]] = maps[order]
-                if clean is not None:
-                    clean[rows[order]] = noiseless[order]
-                done += task.count
-                now = time.perf_counter()
-                if progress and (done == total or now - last >= _PROGRESS_SECONDS):
-                    last = now
-                    rate = done / (now - start)
-                    print(f"cosmology: {done}/{total} maps ({100 * done / total:.0f}%), "
-                          f"{rate:.0f} maps/s, {(total - done) / rate:.0f} s left",
-                          file=sys.stderr, flush=True)
-            inverse = np.argsort(position)
-            for name, values in (("label", label), ("omega_m", omega_m), ("sigma_8", sigma_8)):
-                handle.create_dataset(name, data=values[inverse])
-            handle.attrs["pixel_arcmin"] = survey.pixel_arcmin
-            handle.attrs["setting"] = setting
-            handle.attrs["seed"] = seed
-            handle.attrs["survey"] = json.dumps(asdict(survey))
-            handle.attrs["cosmologies"] = json.dumps([asdict(c) for c in classes])
-            handle.attrs["lognormal_shift"] = json.dumps(
-                [model.shift for model in models])
-            handle.attrs["generator"] = "modelzoo.cosmology.generator (pyccl, lognormal)"
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    seconds = time.perf_counter() - start
-    if progress:
-        print(f"cosmology: wrote {total} maps of {len(classes)} cosmologies to {target} in "
-              f"{seconds:.1f} s", file=sys.stderr, flush=True)
-    return {"path": str(target), "maps": total, "seconds": seconds,
-            "cosmologies": [asdict(c) for c in classes]}
+    with generated_file(path, _draw_chunk, tasks, processes=processes, label="cosmology",
+                        noun="maps", total=total, progress=progress) as out:
+        handle = out.file
+        kappa = handle.create_dataset("kappa", (total, npix, npix), "f4",
+                                      chunks=(min(8, total), npix, npix))
+        # With shape noise, the noiseless map of every row is kept beside it: a denoiser is
+        # scored against it.
+        clean = (handle.create_dataset("kappa_clean", (total, npix, npix), "f4",
+                                       chunks=(min(8, total), npix, npix))
+                 if survey.shape_noise else None)
+        for task, maps, noiseless in out.results:
+            rows = position[task.first:task.first + task.count]
+            order = np.argsort(rows)
+            kappa[rows[order]] = maps[order]
+            if clean is not None:
+                clean[rows[order]] = noiseless[order]
+            out.advance(task.count)
+        inverse = np.argsort(position)
+        for name, values in (("label", label), ("omega_m", omega_m), ("sigma_8", sigma_8)):
+            handle.create_dataset(name, data=values[inverse])
+        handle.attrs["pixel_arcmin"] = survey.pixel_arcmin
+        handle.attrs["setting"] = setting
+        handle.attrs["seed"] = seed
+        handle.attrs["survey"] = json.dumps(asdict(survey))
+        handle.attrs["cosmologies"] = json.dumps([asdict(c) for c in classes])
+        handle.attrs["lognormal_shift"] = json.dumps(
+            [model.shift for model in models])
+        handle.attrs["generator"] = "modelzoo.cosmology.generator (pyccl, lognormal)"
+        out.details = {"cosmologies": [asdict(c) for c in classes]}
+    return out.report
 
 
 def _pair(text: str) -> tuple[float, float]:

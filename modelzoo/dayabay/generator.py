@@ -60,15 +60,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import h5py
 import numpy as np
 
-from modelzoo.parallel import unordered_results
+from modelzoo.errors import ConfigError
+from modelzoo.parallel import GeneratorReport, generated_file
 
 RINGS, COLUMNS = 8, 24
 PIXELS = RINGS * COLUMNS
@@ -106,7 +104,6 @@ NEUTRON_DISPLACEMENT_M = 0.12
 GD_CAPTURE_MEV = 8.05
 MUON_DEDX_MEV_PER_M = 200.0
 CHUNK_EVENTS = 500
-_PROGRESS_SECONDS = 5.0
 
 
 def pmt_positions() -> tuple[np.ndarray, np.ndarray]:
@@ -349,7 +346,7 @@ def generate_dayabay(
     seed: int = 0,
     processes: int = 1,
     progress: bool = True,
-) -> dict[str, int]:
+) -> GeneratorReport:
     """Write IBD, accidental, muon and flasher pairs to ``path`` in the dayabay-learn layout.
 
     Args:
@@ -361,44 +358,29 @@ def generate_dayabay(
         progress: progress lines on stderr.
 
     Returns:
-        events written per dataset.
+        What was written; its details give the events written per dataset.
     """
     counts = (n_ibd, n_accidental, n_muon, n_flasher)
     if min(counts) < 0 or sum(counts) == 0:
-        raise ValueError(f"need non-negative class counts and some events, got {counts}")
+        raise ConfigError(f"need non-negative class counts and some events, got {counts}")
     if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+        raise ConfigError(f"seed must be non-negative, got {seed}")
     tasks = [(seed, label, chunk, start, min(CHUNK_EVENTS, count - start))
              for label, count in enumerate(counts)
              for chunk, start in enumerate(range(0, count, CHUNK_EVENTS))]
-    target = Path(path)
-    partial = target.with_name(target.name + ".partial")
-    total, done, began = sum(counts), 0, time.perf_counter()
-    last = began
-    try:
-        with (unordered_results(_run_chunk, tasks, processes) as results,
-              h5py.File(partial, "w") as handle):
-            datasets = {}
-            for label, (_, dataset) in enumerate(CLASS_DATASETS):
-                if counts[label]:
-                    datasets[label] = _create_dataset(handle, dataset, counts[label])
-            for label, first, rows in results:
-                datasets[label][first : first + len(rows)] = rows
-                done += len(rows)
-                now = time.perf_counter()
-                if progress and (done == total or now - last >= _PROGRESS_SECONDS):
-                    last = now
-                    print(f"dayabay: {done}/{total} pairs ({100 * done / total:.0f}%), "
-                          f"{done / (now - began):.0f} pairs/s", file=sys.stderr, flush=True)
-            _write_attrs(handle, seed, counts)
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    if progress:
-        print(f"dayabay: wrote {total} pairs to {target} in {time.perf_counter() - began:.1f} s",
-              file=sys.stderr, flush=True)
-    return {dataset: counts[k] for k, (_, dataset) in enumerate(CLASS_DATASETS) if counts[k]}
+    with generated_file(path, _run_chunk, tasks, processes=processes, label="dayabay",
+                        noun="pairs", total=sum(counts), progress=progress) as out:
+        datasets = {}
+        for label, (_, dataset) in enumerate(CLASS_DATASETS):
+            if counts[label]:
+                datasets[label] = _create_dataset(out.file, dataset, counts[label])
+        for label, first, rows in out.results:
+            datasets[label][first : first + len(rows)] = rows
+            out.advance(len(rows))
+        _write_attrs(out.file, seed, counts)
+        out.details = {dataset: counts[k] for k, (_, dataset) in enumerate(CLASS_DATASETS)
+                       if counts[k]}
+    return out.report
 
 
 def _create_dataset(handle: h5py.File, name: str, count: int) -> h5py.Dataset:

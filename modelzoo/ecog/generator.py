@@ -49,23 +49,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from modelzoo.ecog import phonetics
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import unordered_results
+from modelzoo.parallel import GeneratorReport, generated_file
 
 SAMPLE_RATE_HZ = 200.0
 WINDOW_START_S = -0.5
 CHUNK_TRIALS = 128
-_PROGRESS_SECONDS = 5.0
 
 # Dorsal-ventral centres (u) of the articulator patches (Bouchard et al. 2013, Fig. 2).
 _PATCH_U = {"larynx_dorsal": 0.08, "lips": 0.3, "jaw": 0.48, "tongue": 0.7,
@@ -245,7 +240,7 @@ def generate_ecog(
     amplitude_sd: float = 0.3,
     processes: int = 1,
     progress: bool = True,
-) -> str:
+) -> GeneratorReport:
     """Write ``n_trials`` synthetic consonant-vowel trials of subject ``subject`` to ``path``.
 
     Args:
@@ -262,7 +257,7 @@ def generate_ecog(
         progress: progress lines on stderr.
 
     Returns:
-        The path written.
+        What was written (:class:`~modelzoo.parallel.GeneratorReport`).
     """
     if n_trials < 1 or n_channels < 1 or n_samples < 1:
         raise ConfigError(f"need positive n_trials, n_channels, n_samples, got {n_trials}, "
@@ -271,57 +266,41 @@ def generate_ecog(
         raise ConfigError(f"seed and subject must be non-negative, got {seed}, {subject}")
     if noise < 0 or jitter_ms < 0 or amplitude_sd < 0:
         raise ConfigError("noise, jitter_ms and amplitude_sd must be non-negative")
-    start = time.perf_counter()
     labels = balanced_labels(n_trials, seed)
     chunks = [
         _Chunk(first, labels[first:first + CHUNK_TRIALS], seed, subject, n_channels, n_samples,
                noise, jitter_ms, amplitude_sd)
         for first in range(0, n_trials, CHUNK_TRIALS)
     ]
-    target = Path(path)
-    partial = target.with_name(target.name + ".partial")
-    done, last_report = 0, start
-    try:
-        with (unordered_results(_run_chunk, chunks, processes) as results,
-              h5py.File(partial, "w") as handle):
-            x = handle.create_dataset("X", (n_trials, n_channels, n_samples), np.float32,
-                                      chunks=(min(64, n_trials), n_channels, n_samples))
-            for first, block in results:
-                x[first:first + len(block)] = block
-                done += len(block)
-                now = time.perf_counter()
-                if progress and (done == n_trials or now - last_report >= _PROGRESS_SECONDS):
-                    last_report = now
-                    print(f"ecog: {done}/{n_trials} trials ({100 * done / n_trials:.0f}%), "
-                          f"{done / (now - start):.0f} trials/s", file=sys.stderr, flush=True)
-            handle.create_dataset("y", data=labels)
-            handle.create_dataset("y_consonant", data=labels // len(phonetics.VOWELS))
-            handle.create_dataset("y_vowel", data=labels % len(phonetics.VOWELS))
-            subject_maps = _subject(subject, n_channels)
-            attrs = handle.attrs
-            attrs["generator"] = "modelzoo.ecog.generator (synthetic vSMC high-gamma)"
-            attrs["seed"] = seed
-            attrs["subject"] = subject
-            attrs["sampling_rate_hz"] = SAMPLE_RATE_HZ
-            attrs["window_s"] = np.array([WINDOW_START_S,
-                                          WINDOW_START_S + (n_samples - 1) / SAMPLE_RATE_HZ])
-            attrs["noise"], attrs["jitter_ms"], attrs["amplitude_sd"] = noise, jitter_ms, \
-                amplitude_sd
-            attrs["syllables"] = list(phonetics.SYLLABLES)
-            attrs["consonants"] = list(phonetics.CONSONANTS)
-            attrs["vowels"] = list(phonetics.VOWELS)
-            attrs["major_articulator"] = json.dumps(phonetics.MAJOR_ARTICULATOR)
-            attrs["electrode_positions"] = subject_maps.positions
-            attrs["references"] = ("Livezey, Bouchard & Chang, PLoS Comput Biol 15:e1007091 "
-                                   "(2019); Bouchard et al., Nature 495:327 (2013)")
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    if progress:
-        print(f"ecog: wrote {n_trials} trials to {target} in {time.perf_counter() - start:.1f} s",
-              file=sys.stderr, flush=True)
-    return str(target)
+    with generated_file(path, _run_chunk, chunks, processes=processes, label="ecog",
+                        noun="trials", total=n_trials, progress=progress) as out:
+        handle = out.file
+        x = handle.create_dataset("X", (n_trials, n_channels, n_samples), np.float32,
+                                  chunks=(min(64, n_trials), n_channels, n_samples))
+        for first, block in out.results:
+            x[first:first + len(block)] = block
+            out.advance(len(block))
+        handle.create_dataset("y", data=labels)
+        handle.create_dataset("y_consonant", data=labels // len(phonetics.VOWELS))
+        handle.create_dataset("y_vowel", data=labels % len(phonetics.VOWELS))
+        subject_maps = _subject(subject, n_channels)
+        attrs = handle.attrs
+        attrs["generator"] = "modelzoo.ecog.generator (synthetic vSMC high-gamma)"
+        attrs["seed"] = seed
+        attrs["subject"] = subject
+        attrs["sampling_rate_hz"] = SAMPLE_RATE_HZ
+        attrs["window_s"] = np.array([WINDOW_START_S,
+                                      WINDOW_START_S + (n_samples - 1) / SAMPLE_RATE_HZ])
+        attrs["noise"], attrs["jitter_ms"], attrs["amplitude_sd"] = noise, jitter_ms, \
+            amplitude_sd
+        attrs["syllables"] = list(phonetics.SYLLABLES)
+        attrs["consonants"] = list(phonetics.CONSONANTS)
+        attrs["vowels"] = list(phonetics.VOWELS)
+        attrs["major_articulator"] = json.dumps(phonetics.MAJOR_ARTICULATOR)
+        attrs["electrode_positions"] = subject_maps.positions
+        attrs["references"] = ("Livezey, Bouchard & Chang, PLoS Comput Biol 15:e1007091 "
+                               "(2019); Bouchard et al., Nature 495:327 (2013)")
+    return out.report
 
 
 # ----------------------------------------------------------------------------------------------

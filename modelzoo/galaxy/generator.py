@@ -45,15 +45,14 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import h5py
 import numpy as np
 
 from modelzoo.errors import ConfigError
+from modelzoo.parallel import GeneratorReport, generated_file
 
 MORPHOLOGIES = ("elliptical", "spiral", "irregular", "lenticular")
 
@@ -181,15 +180,6 @@ POPULATIONS: dict[str, dict[str, Any]] = {
         "neighbour_density": 3.8e-4,
     },
 }
-
-
-@dataclass
-class GalaxyReport:
-    path: str
-    n_stamps: int
-    seconds: float
-    stamps_per_second: float
-    morphology_counts: dict[str, int] = field(default_factory=dict)
 
 
 def _spiral_arms(galsim, rng: np.random.Generator, hlr: float, n_arms: int, pitch: float):
@@ -431,10 +421,10 @@ def _draw_stamp(index: int, seed: int, cfg: GalaxyConfig) -> dict[str, Any]:
     return {"images": images, "noise_variance": variances, "psf": psfs, "truth": truth}
 
 
-def _draw_chunk(args: tuple[list[int], int, dict]) -> list[dict[str, Any]]:
+def _draw_chunk(args: tuple[list[int], int, dict]) -> tuple[list[int], list[dict[str, Any]]]:
     indices, seed, cfg_dict = args
     cfg = GalaxyConfig(**cfg_dict)
-    return [_draw_stamp(i, seed, cfg) for i in indices]
+    return indices, [_draw_stamp(i, seed, cfg) for i in indices]
 
 
 def _chunks(n: int, size: int) -> Iterable[list[int]]:
@@ -452,7 +442,7 @@ def generate_galaxies(
     population: str = "default",
     progress: bool = False,
     chunk_size: int = 64,
-) -> GalaxyReport:
+) -> GeneratorReport:
     """Write ``n_stamps`` synthetic galaxy stamps to HDF5 ``path``.
 
     Args:
@@ -462,7 +452,7 @@ def generate_galaxies(
         processes: worker processes (``multiprocessing``); 1 draws in this process.
         config: population and instrument; overrides ``population``.
         population: a named population (``POPULATIONS``) used when ``config`` is None.
-        progress: print a progress line to stderr about every 10%.
+        progress: print progress lines to stderr.
         chunk_size: stamps per work unit and per HDF5 write.
     """
     if n_stamps < 1:
@@ -476,49 +466,28 @@ def generate_galaxies(
                  else (n_stamps, cfg.psf_size, cfg.psf_size, n_bands))
     cfg_dict = asdict(cfg)
     jobs = [(idx, seed, cfg_dict) for idx in _chunks(n_stamps, chunk_size)]
-    start = time.perf_counter()
     counts = dict.fromkeys(MORPHOLOGIES, 0)
-    tmp = f"{path}.tmp"
-    pool = None
-    if processes > 1:
-        import multiprocessing
-
-        # fork where available: workers inherit the imported modules (spawn would re-import
-        # modelzoo, and with it TensorFlow, in every worker). The pool is forked before the
-        # output file is opened, and workers only run GalSim and numpy.
-        method = "fork" if (sys.platform.startswith("linux")
-                            and "fork" in multiprocessing.get_all_start_methods()) else "spawn"
-        pool = multiprocessing.get_context(method).Pool(min(processes, len(jobs)))
-    with h5py.File(tmp, "w") as fh:
+    with generated_file(path, _draw_chunk, jobs, processes=processes, label="galaxy",
+                        noun="stamps", total=n_stamps, progress=progress) as out:
+        fh = out.file
         chunk_rows = (min(chunk_size, n_stamps),) + img_shape[1:]
         d_img = fh.create_dataset("images", img_shape, np.float32, chunks=chunk_rows)
         d_var = fh.create_dataset("noise_variance", img_shape, np.float32, chunks=chunk_rows)
         d_psf = fh.create_dataset("psf", psf_shape, np.float32)
         truth = {k: np.zeros(n_stamps, np.float64) for k in TRUTH_FIELDS}
-        results = pool.imap(_draw_chunk, jobs) if pool is not None else map(_draw_chunk, jobs)
-        done, next_report = 0, 0.1
-        try:
-            for job, stamps in zip(jobs, results):
-                lo, hi = job[0][0], job[0][-1] + 1
-                stack = {k: np.stack([s[k] for s in stamps]) for k in ("images",
-                                                                       "noise_variance", "psf")}
-                if single:
-                    stack = {k: v[..., 0] for k, v in stack.items()}
-                d_img[lo:hi], d_var[lo:hi], d_psf[lo:hi] = (
-                    stack["images"], stack["noise_variance"], stack["psf"])
-                for s, i in zip(stamps, range(lo, hi)):
-                    for k in TRUTH_FIELDS:
-                        truth[k][i] = s["truth"][k]
-                    counts[MORPHOLOGIES[int(s["truth"]["morphology"])]] += 1
-                done = hi
-                if progress and done / n_stamps >= next_report:
-                    rate = done / (time.perf_counter() - start)
-                    print(f"galaxy stamps: {done}/{n_stamps} ({rate:.0f}/s)", file=sys.stderr)
-                    next_report += 0.1
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+        for indices, stamps in out.results:
+            lo, hi = indices[0], indices[-1] + 1
+            stack = {k: np.stack([s[k] for s in stamps]) for k in ("images",
+                                                                   "noise_variance", "psf")}
+            if single:
+                stack = {k: v[..., 0] for k, v in stack.items()}
+            d_img[lo:hi], d_var[lo:hi], d_psf[lo:hi] = (
+                stack["images"], stack["noise_variance"], stack["psf"])
+            for s, i in zip(stamps, range(lo, hi)):
+                for k in TRUTH_FIELDS:
+                    truth[k][i] = s["truth"][k]
+                counts[MORPHOLOGIES[int(s["truth"]["morphology"])]] += 1
+            out.advance(hi - lo)
         group = fh.create_group("truth")
         for k, v in truth.items():
             group.create_dataset(k, data=v.astype(np.int32) if k in
@@ -530,9 +499,8 @@ def generate_galaxies(
         fh.attrs["noise_sigma"] = cfg.noise_sigma
         fh.attrs["units"] = "counts (ADU, gain 1), sky-subtracted"
         fh.attrs["config"] = json.dumps(cfg_dict)
-    os.replace(tmp, path)
-    seconds = time.perf_counter() - start
-    return GalaxyReport(path, n_stamps, seconds, n_stamps / seconds, counts)
+        out.details = {"morphology_counts": counts}
+    return out.report
 
 
 # ----------------------------------------------------------------------------------------------
@@ -559,6 +527,5 @@ def run(args: argparse.Namespace) -> None:
                                      bands=tuple(args.bands.split(",")))
     report = generate_galaxies(args.output, args.count, seed=args.seed,
                                processes=args.processes, config=config, progress=True)
-    mix = ", ".join(f"{k} {v}" for k, v in report.morphology_counts.items())
-    print(f"wrote {report.n_stamps} stamps to {report.path} in {report.seconds:.1f} s "
-          f"({report.stamps_per_second:.1f} stamps/s); {mix}")
+    mix = ", ".join(f"{k} {v}" for k, v in report.details["morphology_counts"].items())
+    print(f"galaxy: morphologies {mix}", file=sys.stderr)

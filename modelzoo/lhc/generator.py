@@ -117,7 +117,7 @@ import h5py
 import numpy as np
 
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import unordered_results
+from modelzoo.parallel import GeneratorReport, generated_file
 
 SLHA_FILE = Path(__file__).with_name("rpv_gluino.slha")
 """The RPV gluino spectrum and decay tables (m_gluino = 1400 GeV, m_neutralino = 850 GeV)."""
@@ -150,7 +150,6 @@ _MAX_FAILED_NEXT = 100
 _MAX_GENERATED_PER_KEPT = 5000
 """A chunk gives up past this many generated events per event it must keep (the 200-400 GeV
 slice keeps about 1 in 500 under the preselection)."""
-_PROGRESS_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -178,21 +177,6 @@ class CalorimeterConfig:
     """Hadronic resolution sigma/E = had_stochastic / sqrt(E / GeV)."""
     track_pt_min: float = 1.0
     smear: bool = True
-
-
-@dataclass(frozen=True)
-class GenerationReport:
-    """What :func:`generate_lhc_events` wrote and how fast; TPR/FPR are the physics selection's,
-    weighted by the physics weight over the generated events (NaN for an empty class)."""
-
-    path: str
-    n_events: int
-    seconds: float
-    events_per_second: float
-    n_signal: int
-    n_background: int
-    selection_tpr: float
-    selection_fpr: float
 
 
 # ----------------------------------------------------------------------------------------------
@@ -646,7 +630,7 @@ def generate_lhc_events(
     calorimeter: CalorimeterConfig | None = None,
     preselection: bool = False,
     slice_fractions: Sequence[float] | None = None,
-) -> GenerationReport:
+) -> GeneratorReport:
     """Generate RPV gluino (signal) and QCD multijet (background) events with Pythia 8 and write
     their calorimeter images, labels, weights and physics-selection flags to ``path``.
 
@@ -670,7 +654,8 @@ def generate_lhc_events(
             :data:`PRESELECTED_SLICE_FRACTIONS` with ``preselection``.
 
     Returns:
-        A :class:`GenerationReport` with the speed and the selection's weighted TPR/FPR.
+        What was written; its details hold the class counts and the physics selection's
+        weighted TPR/FPR over the generated events (NaN for an empty class).
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -695,7 +680,6 @@ def generate_lhc_events(
         )
     cuts = cuts or SelectionCuts()
     calorimeter = calorimeter or CalorimeterConfig()
-    start = time.perf_counter()
 
     procs = _processes(sqrt_s_gev)
     counts = [n_signal, *_split(n_background, slice_fractions)]
@@ -713,107 +697,75 @@ def generate_lhc_events(
     delta_eta_12 = np.zeros(n_total, np.float32)
     chunk_sigma: dict[tuple[int, int], tuple[float, float, int, int]] = {}
 
-    target = Path(path)
-    partial = target.with_name(target.name + ".partial")
-    done = 0
-    last_report = start
-    try:
-        with (unordered_results(_run_chunk, tasks, processes) as results,
-              h5py.File(partial, "w") as handle):
-            image_sets = _create_image_datasets(handle, layout, n_total, image_size)
-            for result in results:
-                task = result.task
-                rows = position[task.first_row : task.first_row + task.n_events]
-                _write_images(image_sets, layout, rows, result.images)
-                label[rows] = procs[task.process_id].label
-                process_id[rows] = task.process_id
-                n_fatjets[rows] = result.n_fatjets
-                leading_pt[rows] = result.leading_pt
-                summed_mass[rows] = result.summed_mass
-                delta_eta_12[rows] = result.delta_eta_12
-                generated[task.process_id] += result.n_generated
-                chunk_sigma[(task.process_id, task.chunk)] = (
-                    result.sigma_mb,
-                    result.sigma_err_mb,
-                    result.n_accepted,
-                    result.n_tried,
-                )
-                done += task.n_events
-                now = time.perf_counter()
-                if progress and (done == n_total or now - last_report >= _PROGRESS_SECONDS):
-                    last_report = now
-                    elapsed = now - start
-                    rate = done / elapsed
-                    print(
-                        f"lhc_pythia: {done}/{n_total} events ({100 * done / n_total:.0f}%), "
-                        f"{rate:.1f} events/s, {(n_total - done) / rate:.0f} s left",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-
-            sigma_fb, sigma_err_fb = _combine_cross_sections(chunk_sigma, len(procs))
-            # Each kept event stands for sigma * L / (events generated) physical events, so the
-            # weights sum to the preselected yield.
-            per_event = np.array(
-                [sigma_fb[k] * luminosity_ifb / n if n else 0.0 for k, n in enumerate(generated)]
+    with generated_file(path, _run_chunk, tasks, processes=processes, label="lhc",
+                        noun="events", total=n_total, progress=progress) as out:
+        handle = out.file
+        image_sets = _create_image_datasets(handle, layout, n_total, image_size)
+        for result in out.results:
+            task = result.task
+            rows = position[task.first_row : task.first_row + task.n_events]
+            _write_images(image_sets, layout, rows, result.images)
+            label[rows] = procs[task.process_id].label
+            process_id[rows] = task.process_id
+            n_fatjets[rows] = result.n_fatjets
+            leading_pt[rows] = result.leading_pt
+            summed_mass[rows] = result.summed_mass
+            delta_eta_12[rows] = result.delta_eta_12
+            generated[task.process_id] += result.n_generated
+            chunk_sigma[(task.process_id, task.chunk)] = (
+                result.sigma_mb,
+                result.sigma_err_mb,
+                result.n_accepted,
+                result.n_tried,
             )
-            weight = per_event[process_id].astype(np.float32)
-            psr = signal_region_mask(n_fatjets, leading_pt, summed_mass, delta_eta_12, cuts)
-            names = _LAYOUT_NAMES[layout]
-            columns = {
-                "label": label,
-                "weight": weight,
-                "normweight": _class_balanced(weight, label),
-                "psr": psr.astype(np.int8),
-            }
-            for key, values in columns.items():
-                handle.create_dataset(names[key], data=values)
-            jets = handle.create_group("jets")
-            jets.create_dataset("n_fatjets", data=n_fatjets)
-            jets.create_dataset("leading_pt", data=leading_pt)
-            jets.create_dataset("summed_mass", data=summed_mass)
-            jets.create_dataset("delta_eta_12", data=delta_eta_12)
-            handle.create_group("truth").create_dataset("process_id", data=process_id)
-            _write_attrs(
-                handle,
-                layout=layout,
-                seed=seed,
-                sqrt_s_gev=sqrt_s_gev,
-                luminosity_ifb=luminosity_ifb,
-                procs=procs,
-                counts=counts,
-                generated=generated,
-                preselection=preselection,
-                sigma_fb=sigma_fb,
-                sigma_err_fb=sigma_err_fb,
-                cuts=cuts,
-                calorimeter=calorimeter,
-            )
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+            out.advance(task.n_events)
 
-    seconds = time.perf_counter() - start
-    tpr = _weighted_rate(psr, weight, label == 1)
-    fpr = _weighted_rate(psr, weight, label == 0)
-    if progress:
-        print(
-            f"lhc_pythia: wrote {n_total} events to {target} in {seconds:.1f} s; "
-            f"selection TPR {tpr:.3g}, FPR {fpr:.3g} (weighted)",
-            file=sys.stderr,
-            flush=True,
+        sigma_fb, sigma_err_fb = _combine_cross_sections(chunk_sigma, len(procs))
+        # Each kept event stands for sigma * L / (events generated) physical events, so the
+        # weights sum to the preselected yield.
+        per_event = np.array(
+            [sigma_fb[k] * luminosity_ifb / n if n else 0.0 for k, n in enumerate(generated)]
         )
-    return GenerationReport(
-        path=str(target),
-        n_events=n_total,
-        seconds=seconds,
-        events_per_second=n_total / seconds if seconds > 0 else math.inf,
-        n_signal=n_signal,
-        n_background=n_background,
-        selection_tpr=tpr,
-        selection_fpr=fpr,
-    )
+        weight = per_event[process_id].astype(np.float32)
+        psr = signal_region_mask(n_fatjets, leading_pt, summed_mass, delta_eta_12, cuts)
+        names = _LAYOUT_NAMES[layout]
+        columns = {
+            "label": label,
+            "weight": weight,
+            "normweight": _class_balanced(weight, label),
+            "psr": psr.astype(np.int8),
+        }
+        for key, values in columns.items():
+            handle.create_dataset(names[key], data=values)
+        jets = handle.create_group("jets")
+        jets.create_dataset("n_fatjets", data=n_fatjets)
+        jets.create_dataset("leading_pt", data=leading_pt)
+        jets.create_dataset("summed_mass", data=summed_mass)
+        jets.create_dataset("delta_eta_12", data=delta_eta_12)
+        handle.create_group("truth").create_dataset("process_id", data=process_id)
+        _write_attrs(
+            handle,
+            layout=layout,
+            seed=seed,
+            sqrt_s_gev=sqrt_s_gev,
+            luminosity_ifb=luminosity_ifb,
+            procs=procs,
+            counts=counts,
+            generated=generated,
+            preselection=preselection,
+            sigma_fb=sigma_fb,
+            sigma_err_fb=sigma_err_fb,
+            cuts=cuts,
+            calorimeter=calorimeter,
+        )
+        tpr = _weighted_rate(psr, weight, label == 1)
+        fpr = _weighted_rate(psr, weight, label == 0)
+        out.details = {"n_signal": n_signal, "n_background": n_background,
+                       "selection_tpr": tpr, "selection_fpr": fpr}
+    if progress:
+        print(f"lhc: selection TPR {tpr:.3g}, FPR {fpr:.3g} (weighted)",
+              file=sys.stderr, flush=True)
+    return out.report
 
 
 def _write_attrs(handle: h5py.File, **kw: Any) -> None:

@@ -1,0 +1,166 @@
+"""The one generator skeleton (modelzoo/parallel.py) under every ``modelzoo data <case>``: output
+folders created, one report type, nothing a reader accepts left behind by a failure or a kill,
+the previous complete file kept when the disk fills up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from modelzoo import parallel
+from modelzoo.errors import ZooError
+
+# Each case's command with a tiny data set, and its reader.
+TINY = {
+    "lhc": (["--signal", "2", "--background", "2", "--image-size", "8"],
+            "modelzoo.lhc.reader:open_lhc"),
+    "galaxy": (["--count", "3", "--image-size", "21"], "modelzoo.galaxy.reader:open_galaxies"),
+    "climate": (["images", "--images", "2", "--height", "16", "--width", "24"],
+                "modelzoo.climate.reader:open_extreme_weather"),
+    "cosmology": (["--maps-per-class", "2", "--npix", "16", "--side-deg", "0.5"],
+                  "modelzoo.cosmology.reader:open_mass_maps"),
+    "ecog": (["--trials", "4", "--channels", "3", "--samples", "10"],
+             "modelzoo.ecog.reader:open_ecog"),
+    "dayabay": (["--ibd", "3", "--accidentals", "3"], "modelzoo.dayabay.reader:open_dayabay"),
+}
+# Sizes that take a few seconds, to be killed midway.
+LARGE = {
+    "galaxy": ["--count", "4000"],
+    "climate": ["images", "--images", "400"],
+    "cosmology": ["--maps-per-class", "2000", "--npix", "64"],
+    "ecog": ["--trials", "20000"],
+    "dayabay": ["--ibd", "200000", "--accidentals", "200000"],
+}
+
+
+def _reader(case: str):
+    import importlib
+
+    module, _, function = TINY[case][1].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _data_command(case: str, output, args: list[str]) -> list[str]:
+    if case == "climate":  # the subcommand comes first
+        return ["data", case, args[0], "--output", str(output), *args[1:]]
+    return ["data", case, "--output", str(output), *args]
+
+
+@pytest.mark.parametrize("case", list(TINY))
+def test_every_generator_creates_its_output_folder_and_returns_one_report(case, tmp_path,
+                                                                          capsys):
+    from modelzoo import cli
+
+    if case == "lhc":
+        pytest.importorskip("pythia8mc")
+    output = tmp_path / "new" / "deeper" / "f.h5"
+    assert cli.main(_data_command(case, output, TINY[case][0])) == 0
+    assert output.is_file() and not parallel.partial_path(output).exists()
+    _reader(case)(output)  # a file its reader accepts
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert any(line.startswith(f"{case}: wrote ") for line in lines), lines
+
+
+def test_the_skeleton_removes_the_partial_file_and_keeps_the_previous_one_on_any_failure(
+        tmp_path):
+    target = tmp_path / "f.h5"
+    with h5py.File(target, "w") as fh:
+        fh["x"] = np.arange(4)
+
+    def draw(task: int) -> int:
+        if task == 3:
+            raise RuntimeError("a bug in the physics")
+        return task
+
+    with pytest.raises(RuntimeError, match="a bug in the physics"):  # a bug keeps its traceback
+        with parallel.generated_file(target, draw, list(range(6)), label="t", noun="rows",
+                                     total=6, progress=False) as out:
+            data = out.file.create_dataset("x", (6,), "i8")
+            for task in out.results:
+                data[task] = task
+                out.advance(1)
+    assert not parallel.partial_path(target).exists()
+    with h5py.File(target, "r") as fh:
+        np.testing.assert_array_equal(fh["x"][()], np.arange(4))
+    for stop in (KeyboardInterrupt, SystemExit):
+        with pytest.raises(stop):
+            with parallel.generated_file(target, label="t", noun="rows", total=1,
+                                         progress=False) as out:
+                out.file["x"] = np.zeros(9)
+                raise stop()
+        assert not parallel.partial_path(target).exists()
+
+
+def test_pool_results_keep_task_order_when_asked(tmp_path):
+    with parallel.generated_file(tmp_path / "o.h5", abs, [-3, -1, -2, -5], processes=2,
+                                 ordered=True, label="t", noun="rows", total=4,
+                                 progress=False) as out:
+        got = list(out.results)
+        out.advance(len(got))
+    assert got == [3, 1, 2, 5]
+    assert out.report == parallel.GeneratorReport(str(tmp_path / "o.h5"), 4, "rows",
+                                                  out.report.seconds, {})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
+                         ids=["term", "int", "kill"])
+@pytest.mark.parametrize("case", list(LARGE))
+def test_a_generator_killed_midway_leaves_no_file_a_reader_accepts(case, how, tmp_path):
+    output = tmp_path / "out" / "f.h5"
+    partial = parallel.partial_path(output)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-m", "modelzoo.cli",
+                             *_data_command(case, output, LARGE[case])],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while not partial.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # midway: rows are being written
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(how)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert not output.exists()
+    with pytest.raises(ZooError, match="no such file"):
+        _reader(case)(output)
+    # Ctrl-C and SIGTERM remove the partial file; only SIGKILL, which no process can catch,
+    # leaves it, under a name no reader is ever given.
+    assert partial.exists() == (how == signal.SIGKILL)
+
+
+def _with_file_size_limit(limit: int, argv: list[str], cwd) -> subprocess.CompletedProcess:
+    """``modelzoo ARGV`` in a process that may not write files beyond ``limit`` bytes (what a
+    full disk does to a write), with SIGXFSZ ignored so that the write fails with EFBIG."""
+    code = ("import resource, signal, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+            "from modelzoo.cli import main\n"
+            f"sys.exit(main({argv!r}))\n")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize("case", ["dayabay", "cosmology"])
+def test_a_full_disk_while_generating_keeps_the_previous_file_and_says_what_failed(case,
+                                                                                   tmp_path):
+    from modelzoo import cli
+
+    output = tmp_path / "f.h5"
+    assert cli.main(_data_command(case, output, TINY[case][0])) == 0
+    before = output.read_bytes()
+    result = _with_file_size_limit(200_000, _data_command(case, output, LARGE[case]), tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert lines[-1] == (f"modelzoo: error: {output}: writing failed (File too large); the "
+                         "previous file is unchanged"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert output.read_bytes() == before and not parallel.partial_path(output).exists()
+    _reader(case)(output)
