@@ -189,6 +189,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
     text = model_card(args.model)
     if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as fh:
             fh.write(text)
     else:
