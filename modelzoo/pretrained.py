@@ -182,21 +182,26 @@ def _all_layers(model) -> list:
 
 
 def _shipped_model(name: str, weights: str, config: dict[str, Any]) -> keras.Model:
-    """Model ``name`` with shipped ``weights``; ``config`` may only repeat the entry's values."""
+    """Model ``name`` with shipped ``weights``; ``config`` may change only what leaves the
+    variables as they are (e.g. the grid of a fully convolutional model)."""
     key, entry = resolve(name, weights)
     defaults = registry.get_spec(name).defaults
     trained = {**json.loads(json.dumps(defaults)), **entry["config"]}
     conflicts = {k: v for k, v in config.items() if json.loads(json.dumps(v)) != trained.get(k)}
-    if conflicts:
-        raise PretrainedError(
-            f"{key} was trained with config {entry['config']}; {conflicts} does not match the "
-            "weights (build with weights=None to change the architecture)"
-        )
     path = manifest.PRETRAINED_DIR / entry["file"]
     _check_file(path, entry["sha256"], entry["bytes"])
-    model = registry.build(name, **entry["config"])
-    _assign(model, path)
-    remember_build(model, name, entry["config"])
+    built = {**entry["config"], **conflicts}
+    try:
+        model = registry.build(name, **built)
+        _assign(model, path)
+    except PretrainedError:
+        if not conflicts:
+            raise
+        raise PretrainedError(
+            f"{key} was trained with config {entry['config']}; {conflicts} changes its "
+            "variables (build with weights=None to change the architecture)"
+        ) from None
+    remember_build(model, name, built)
     return model
 
 
@@ -207,7 +212,7 @@ def _with_weights(name: str, weights: str | os.PathLike,
     from ``config`` over the registered defaults)."""
     source = os.fspath(weights)
     if os.path.isdir(source):
-        model = _from_folder(source)
+        model = _from_folder(source, config)
         saved = _BUILT[model][0]
         if saved != name:
             raise PretrainedError(f"{source} holds a {saved!r} model, not {name!r}")
@@ -303,14 +308,17 @@ def save_pretrained(
     return folder
 
 
-def _from_folder(folder: str | os.PathLike) -> keras.Model:
-    """Rebuild the model saved in ``folder`` (by :func:`save_pretrained` or ``modelzoo train``)."""
+def _from_folder(folder: str | os.PathLike, config: dict[str, Any] | None = None) -> keras.Model:
+    """Rebuild the model saved in ``folder`` (by :func:`save_pretrained` or ``modelzoo train``),
+    with ``config`` over its builder keywords (what leaves the variables as they are, e.g. the
+    grid of a fully convolutional model)."""
     folder = Path(folder)
     config_path = folder / "config.json"
     if not config_path.exists():
         raise PretrainedError(f"{folder}: no config.json; not a model folder")
     model_cfg = json.loads(config_path.read_text())["model"]
-    model = registry.build(model_cfg["name"], **model_cfg.get("config", {}))
+    model_cfg["config"] = {**model_cfg.get("config", {}), **(config or {})}
+    model = registry.build(model_cfg["name"], **model_cfg["config"])
     if (folder / WEIGHTS_FILE).exists():
         _load_into(model, folder)
     else:  # a run folder still training: its latest checkpoint

@@ -568,32 +568,43 @@ def train(
     return TrainResult(run_dir, epochs_run, epochs, history, seconds, rate, first_epoch, net)
 
 
-def _load_run(run_dir: str) -> tuple[keras.Model, dict[str, Any]]:
+def _model_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The builder keywords among dotted recipe ``overrides`` (``model.config.KEY``): they
+    must reach the model before it is built, not the recipe after."""
+    prefix = "model.config."
+    return {k[len(prefix):]: v for k, v in (overrides or {}).items() if k.startswith(prefix)}
+
+
+def _load_run(run_dir: str, model_config: dict[str, Any] | None = None
+              ) -> tuple[keras.Model, dict[str, Any]]:
     """The trained model of a run folder (its final weights, else its latest checkpoint: what
-    ``modelzoo.get(name, weights=run_dir)`` loads) and the run's resolved recipe."""
+    ``modelzoo.get(name, weights=run_dir)`` loads), built with the run's builder keywords
+    updated by ``model_config``, and the run's resolved recipe."""
     config_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(config_path):
         raise PretrainedError(f"{run_dir}: no {CONFIG_FILE}; is this a modelzoo run folder?")
     with open(config_path) as fh:
         cfg = json.load(fh)
-    return pretrained._from_folder(run_dir), cfg
+    return pretrained._from_folder(run_dir, model_config), cfg
 
 
-def _model_and_recipe(name: str,
-                      weights: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
-    """Model ``name`` with ``weights`` and the recipe to evaluate it with: a run folder's own
-    recipe, a shipped entry's training recipe, else the model's default recipe (a weights file
-    or a model folder)."""
+def _model_and_recipe(name: str, weights: str | os.PathLike,
+                      model_config: dict[str, Any] | None = None
+                      ) -> tuple[keras.Model, dict[str, Any]]:
+    """Model ``name`` with ``weights`` (built with ``model_config`` over the builder keywords the
+    weights came with) and the recipe to evaluate it with: a run folder's own recipe, a shipped
+    entry's training recipe, else the model's default recipe (a weights file or a model
+    folder)."""
     source = os.fspath(weights)
     if os.path.isfile(os.path.join(source, CONFIG_FILE)):
         with open(os.path.join(source, CONFIG_FILE)) as fh:
             if "task" in json.load(fh):  # a run folder
-                net, cfg = _load_run(source)
+                net, cfg = _load_run(source, model_config)
                 if cfg["model"]["name"] != name:
                     raise PretrainedError(f"{source} is a run of {cfg['model']['name']!r}, "
                                           f"not {name!r}")
                 return net, cfg
-    net = pretrained._with_weights(name, source, {})
+    net = pretrained._with_weights(name, source, model_config or {})
     if os.path.exists(source):
         return net, load_recipe(name)
     _, entry = pretrained.resolve(name, source)
@@ -607,7 +618,7 @@ def predict(name: str, weights: str | os.PathLike, data: str, output: str, *,
     import h5py
 
     group = distributed.init()
-    net, cfg = _model_and_recipe(name, weights)
+    net, cfg = _model_and_recipe(name, weights, _model_config(overrides))
     cfg = apply_overrides(cfg, overrides or {})
     task = get_task(cfg["task"])
     tasks.check_labels_fit(task, net, data, cfg.get("data", {}))
@@ -632,7 +643,7 @@ def evaluate_model(
     """The case's evaluation of model ``name`` with ``weights`` (``"default"``, a tag, a weights
     file, a model or run folder) on ``data``; figures and ``metrics.json`` in ``output_dir``."""
     group = distributed.init()
-    net, cfg = _model_and_recipe(name, weights)
+    net, cfg = _model_and_recipe(name, weights, _model_config(overrides))
     cfg = apply_overrides(cfg, overrides or {})
     task = get_task(cfg["task"])
     tasks.check_labels_fit(task, net, data, cfg.get("data", {}))
@@ -647,7 +658,7 @@ def evaluate(
     writes ``metrics.json`` and the task's figures into ``output_dir`` (default: the run).
     ``overrides`` change recipe keys for this evaluation only (``{"data.eval_samples": 256}``)."""
     group = distributed.init()
-    net, cfg = _load_run(run_dir)
+    net, cfg = _load_run(run_dir, _model_config(overrides))
     cfg = apply_overrides(cfg, overrides or {})
     task = get_task(cfg["task"])
     tasks.check_labels_fit(task, net, data, cfg.get("data", {}))
