@@ -4,16 +4,21 @@ TensorFlow writes its C++ start-up lines ("Could not find cuda drivers", "failed
 cuInit", the oneDNN and CPU-instruction notes) straight to file descriptor 2 before its logging
 is configured, so ``TF_CPP_MIN_LOG_LEVEL`` does not reach them. The zoo imports TensorFlow with
 descriptor 2 captured and writes back every line except those notes; errors and warnings of
-any other kind still show. ``MODELZOO_TF_LOG=1`` shows everything.
+any other kind still show. While a ``modelzoo`` command runs, :func:`filtered_stderr` drops the
+few C++ lines that TensorFlow logs as errors although nothing failed (:data:`RUN_NOISE`).
+``MODELZOO_TF_LOG=1`` shows everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import os
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 
 NOISE = (
     "All log messages before absl::InitializeLog() is called",
@@ -27,6 +32,48 @@ NOISE = (
     "Unable to register cu",
     "computation placer already registered",
 )
+
+
+# Logged at error level by TensorFlow's graph optimiser although the step runs correctly: the
+# remapper declines to fuse a convolution, its bias and a LeakyReLU whose gradient reads the
+# bias output (climate_detector's training step), and the graph runs unfused.
+RUN_NOISE = ("remapper failed: INVALID_ARGUMENT: Mutation::Apply error: fanout",)
+
+
+@contextlib.contextmanager
+def filtered_stderr(patterns: tuple[str, ...] = RUN_NOISE) -> Iterator[None]:
+    """File descriptor 2 passed through a thread that drops whole lines containing one of
+    ``patterns`` (what C++ libraries write there included); everything else is forwarded as it
+    comes, line by line."""
+    if os.environ.get("MODELZOO_TF_LOG") == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        pending = b""
+        while chunk := os.read(read_end, 65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if not any(p.encode() in line for p in patterns):
+                    os.write(saved, line + b"\n")
+        if pending:
+            os.write(saved, pending)
+        os.close(read_end)
+
+    thread = threading.Thread(target=pump, name="modelzoo-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer here: the thread sees its end
+        thread.join(timeout=10)
+        os.close(saved)
 
 
 def _filtered(text: str) -> str:

@@ -111,6 +111,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = training.evaluate(args.run, args.data, split=args.split,
                                     output_dir=args.output, overrides=overrides)
     elif args.model and args.weights:
+        _warn_if_unlike_training(args.model, args.weights, args.data)
         metrics = training.evaluate_model(args.model, args.weights, args.data, split=args.split,
                                           output_dir=args.output, overrides=overrides)
     else:
@@ -121,6 +122,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if args.output or args.run:
             print(f"metrics.json and figures in {args.output or args.run}")
     return 0
+
+
+def _warn_if_unlike_training(model: str, weights: str, data: str) -> None:
+    """One warning line when ``data`` was generated with other settings than the shipped
+    entry's training and evaluation data (a model folder or weights file: no check)."""
+    import os
+
+    from modelzoo import pretrained, reproduce
+    from modelzoo.errors import ZooError
+
+    if os.path.exists(weights):
+        return
+    try:
+        key, _ = pretrained.resolve(model, weights)
+    except ZooError:
+        return  # evaluating says what is wrong with the weights
+    reason = reproduce.unlike_training(key, data)
+    if reason:
+        print(f"modelzoo: warning: {reason}", file=sys.stderr, flush=True)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -136,9 +156,41 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     from modelzoo import registry
+    from modelzoo.errors import ConfigError
 
+    if args.from_entry:
+        return _data_from_entry(args)
+    if not args.dataset:
+        raise ConfigError("data needs a CASE (modelzoo data --help) or --from-entry ENTRY")
     case = registry.cases()[args.dataset]
     importlib.import_module(case.data_command).run(args)
+    return 0
+
+
+def _data_from_entry(args: argparse.Namespace) -> int:
+    """``modelzoo data --from-entry KEY --output F``: the data set a shipped entry was evaluated
+    (or trained, or checked) on, made by the entry's own data recipe."""
+    import time
+
+    from modelzoo import reproduce
+    from modelzoo.errors import ConfigError
+
+    entry = reproduce.manifest_entry(args.from_entry)
+    recipe = entry.get("data_recipe") or {}
+    if args.entry_split not in recipe:
+        splits = [k for k in recipe if k != "generator"]
+        raise ConfigError(f"{args.from_entry}: its data recipe has no {args.entry_split!r} "
+                          f"set; it has {', '.join(splits) or 'none'}")
+    if not args.output:
+        raise ConfigError("data --from-entry needs --output FILE")
+    if os.path.exists(args.output):
+        raise ConfigError(f"{args.output}: exists; remove it or choose another --output")
+    start = time.perf_counter()
+    reproduce.generate(recipe["generator"], args.output, recipe[args.entry_split])
+    arguments = ", ".join(f"{k}={v}" for k, v in recipe[args.entry_split].items())
+    print(f"wrote {args.output}: the {args.entry_split} set of {args.from_entry} "
+          f"({recipe['generator']} generator, {arguments}) in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
     return 0
 
 
@@ -300,17 +352,24 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate a case's synthetic data set "
                        "(modelzoo data CASE --help)")
+    p.add_argument("--from-entry", metavar="ENTRY",
+                   help="write the data set of a shipped entry (e.g. cosmo_dcae.clean_v1): "
+                   "the generator and settings it was made with")
+    p.add_argument("--entry-split", default="eval", choices=("eval", "check", "train"),
+                   help="with --from-entry: which of its sets (default eval)")
+    p.add_argument("--output", help="with --from-entry: HDF5 file to write")
+    p.set_defaults(func=_cmd_data, dataset=None)
     if data_cases:
         from modelzoo import registry
 
-        data_sub = p.add_subparsers(dest="dataset", required=True)
+        data_sub = p.add_subparsers(dest="dataset")
         for name, case in sorted(registry.cases().items()):
             if case.data_command:
                 q = data_sub.add_parser(name, help=case.title)
                 importlib.import_module(case.data_command).add_arguments(q)
                 q.set_defaults(func=_cmd_data)
     else:
-        p.add_argument("dataset", help="case name, e.g. lhc")
+        p.add_argument("dataset", nargs="?", help="case name, e.g. lhc")
 
     for command, (module, help_text) in COMMANDS.items():
         if importlib.util.find_spec(module) is None:
@@ -324,11 +383,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from modelzoo._quiet import filtered_stderr
     from modelzoo.errors import ZooError
 
     args = build_parser(argv).parse_args(argv)
     try:
-        return args.func(args)
+        with filtered_stderr():
+            return args.func(args)
     except ZooError as err:
         # The user's input is wrong (a file, a name, a setting), or the machine could not
         # write (disk full): one line, not a traceback.

@@ -28,6 +28,8 @@ A case's generator keeps its physics (a function drawing one unit of work) and w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import multiprocessing
 import os
 import signal
@@ -90,6 +92,22 @@ class GeneratorReport:
     def summary(self, label: str) -> str:
         return (f"{label}: wrote {self.rows} {self.noun} to {self.path} in {self.seconds:.1f} s "
                 f"({self.rows_per_second:.1f} {self.noun}/s)")
+
+
+def generator_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A generator's keyword arguments (pass ``locals()`` first thing) as JSON values, without
+    the output path and what does not change the data (``processes``, ``progress``)."""
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        return value
+
+    return {k: plain(v) for k, v in arguments.items()
+            if k not in ("path", "output", "processes", "progress")}
 
 
 class _Terminated(BaseException):
@@ -214,18 +232,21 @@ class GeneratedFile:
 @contextlib.contextmanager
 def generated_file(path: str | os.PathLike, function: Callable[[Any], Any] | None = None,
                    tasks: list | tuple = (), *, label: str, noun: str, total: int,
-                   processes: int = 1, ordered: bool = False,
-                   progress: bool = True) -> Iterator[GeneratedFile]:
+                   processes: int = 1, ordered: bool = False, progress: bool = True,
+                   arguments: dict[str, Any] | None = None) -> Iterator[GeneratedFile]:
     """Write one generated HDF5 file: see the module docstring. ``function(task)`` runs for
     every task (see :func:`worker_results`; none for a file computed before it is written);
     ``total`` rows are expected; ``label`` starts every progress line (the case's name).
     After the block, ``out.report`` holds the :class:`GeneratorReport` (rows = the rows passed
-    to ``advance``)."""
+    to ``advance``). ``arguments`` (see :func:`generator_arguments`) go into the root attribute
+    ``generator_arguments`` (JSON), so that the file says how it was made."""
     # The pool first: its workers must not inherit the SIGTERM handler of atomic_output (the
     # pool ends its workers with SIGTERM) nor an open HDF5 handle.
     with (worker_results(function, list(tasks), processes, ordered=ordered) as results,
           atomic_output(path) as partial,
           hdf5_output(partial) as handle):
+        if arguments is not None:
+            handle.attrs["generator_arguments"] = json.dumps(arguments, sort_keys=True)
         out = GeneratedFile(handle, results, label, noun, total, progress)
         yield out
     out.report = GeneratorReport(os.fspath(path), out.done, noun, out.seconds, out.details)

@@ -43,6 +43,72 @@ def manifest_entry(key: str) -> dict[str, Any]:
                       + " (all entries: modelzoo pretrained list)")
 
 
+# Recipe settings that size or seed a data set without changing what its rows look like.
+_SIZE_KEYS = ("seed", "processes", "maps_per_class", "num_cosmologies", "count")
+
+
+def generator_flags(kind: str, settings: dict[str, Any]) -> list[str]:
+    """``settings`` (a data recipe's generator arguments) as the flags of ``modelzoo data
+    kind``, where the command has a flag for them; ``key=value`` where it has none."""
+    import argparse
+
+    case = registry.cases()[kind]
+    parser = argparse.ArgumentParser()
+    importlib.import_module(case.data_command).add_arguments(parser)
+    words: list[str] = []
+    subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if subcommands:  # e.g. climate images|patches
+        name = settings.get("kind", next(iter(subcommands[0].choices)))
+        words.append(name)
+        parser = subcommands[0].choices.get(name, parser)
+    options = parser._option_string_actions
+    for key, value in settings.items():
+        if key == "kind" and subcommands:
+            continue
+        flag = key.replace("_", "-")
+        bare = flag[2:] if flag.startswith("n-") else flag
+        if isinstance(value, bool):
+            found = f"--{flag}" if value else f"--no-{flag}"
+            words.append(found if found in options else f"{key}={value}")
+            continue
+        found = next((f for f in (f"--{flag}", f"--{bare}", f"--{bare}s") if f in options), None)
+        if found is None:
+            words.append(f"{key}={json.dumps(value)}")
+        elif isinstance(value, (list, tuple)):
+            words += [found, *(str(v) for v in value)]
+        else:
+            words += [found, str(value)]
+    return words
+
+
+def unlike_training(key: str, path: str | os.PathLike) -> str | None:
+    """Why ``path`` is unlike the data shipped entry ``key`` was trained and evaluated on, by
+    the generator settings the file records (``generator_arguments``, written by every
+    ``modelzoo data`` command), with the command that writes matching data; None when they
+    agree or the file does not say how it was made."""
+    import h5py
+
+    recipe = manifest_entry(key).get("data_recipe") or {}
+    wanted = {k: v for k, v in (recipe.get("eval") or {}).items() if k not in _SIZE_KEYS
+              and not k.startswith("n_")}
+    try:
+        with h5py.File(path, "r") as fh:
+            made = json.loads(fh.attrs.get("generator_arguments", "{}"))
+    except (OSError, ValueError):
+        return None  # the reader says what is wrong with the file
+    differ = {k: v for k, v in wanted.items()
+              if k in made and json.dumps(made[k]) != json.dumps(v)}
+    if not differ:
+        return None
+    has = ", ".join(f"{k}={json.dumps(made[k])}" for k in differ)
+    trained = ", ".join(f"{k}={json.dumps(v)}" for k, v in differ.items())
+    flags = " ".join(generator_flags(recipe["generator"], wanted))
+    return (f"{os.fspath(path)} was made with {has}; {key} was trained and evaluated on data "
+            f"made with {trained}, so its numbers here do not measure it. Matching data: "
+            f"modelzoo data {recipe['generator']} --output FILE {flags} (or modelzoo data "
+            f"--from-entry {key} --output FILE)")
+
+
 def generate(kind: str, path: str | os.PathLike, args: dict[str, Any]) -> str:
     """Write the synthetic data set of case ``kind`` with ``args`` to ``path`` (skipped if it
     exists)."""

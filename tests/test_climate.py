@@ -460,6 +460,7 @@ def test_netcdf_model_output_becomes_an_unlabelled_file(tmp_path):
     ds.drop_vars("TMQ").to_netcdf(tmp_path / "no_tmq.nc")
     with pytest.raises(DataError, match=r"no_tmq.nc: missing variable 'TMQ'"):
         netcdf_to_extreme_weather([tmp_path / "no_tmq.nc"], tmp_path / "x.h5")
+    assert not list(tmp_path.glob("x.h5*"))  # a refused conversion leaves nothing behind
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from modelzoo.climate.masks import (
 )
 from modelzoo.climate.reader import CHANNELS
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import GeneratorReport, generated_file
+from modelzoo.parallel import GeneratorReport, generated_file, generator_arguments
 
 EARTH_OMEGA = 7.292e-5  # rad/s
 KM_PER_DEGREE = 111.2
@@ -416,6 +416,7 @@ def generate_extreme_weather(
             training set of a supervised-only comparison.
         processes: worker processes; the file is the same for any number.
     """
+    arguments = generator_arguments(locals())
     if n_images < 1 or height < 8 or width < 8:
         raise ConfigError(f"need n_images >= 1 and a grid of at least 8 x 8, got {n_images}, "
                           f"{height} x {width}")
@@ -436,7 +437,8 @@ def generate_extreme_weather(
             for i in range(0, len(indices), chunk)]
     with generated_file(path, _make_chunk, jobs, processes=processes, ordered=True,
                         label="climate", noun="images", total=len(indices),
-                        progress=progress) as out:
+                        progress=progress,
+                        arguments=arguments) as out:
         handle = out.file
         # Uncompressed: simulated float fields compress only 1.5x, and decompressing them
         # (gzip) limited the reader to ~750 images/s per core at 64 x 96 x 16, below

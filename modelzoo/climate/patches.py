@@ -24,7 +24,7 @@ import numpy as np
 from modelzoo.climate.boxes import CLASS_NAMES, valid_rows
 from modelzoo.climate.reader import CHANNELS, LAND_MASK, open_extreme_weather
 from modelzoo.errors import ConfigError, DataError
-from modelzoo.parallel import GeneratorReport, generated_file
+from modelzoo.parallel import GeneratorReport, generated_file, generator_arguments
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ def extract_patches(
 ) -> GeneratorReport:
     """Write the patch file of ``event`` (a key of :data:`EVENT_TYPES`) cut from
     ``images_path`` to ``output``: ``images`` (N, C, h, w) float32, ``labels`` (N,) int32."""
+    arguments = generator_arguments(locals())
     if event not in EVENT_TYPES:
         raise ConfigError(f"event must be one of {sorted(EVENT_TYPES)}, got {event!r}")
     kind = EVENT_TYPES[event]
@@ -117,7 +118,8 @@ def extract_patches(
     order = rng.permutation(len(patches))
     class_names = ["no_event"] + [CLASS_NAMES[c] for c in kind.classes]
     with generated_file(output, label="climate", noun=f"{event} patches", total=len(labels),
-                        progress=progress) as out:
+                        progress=progress,
+                        arguments=arguments) as out:
         out.file.create_dataset("images", data=np.stack(patches)[order].astype(np.float32))
         out.file.create_dataset("labels", data=np.asarray(labels, np.int32)[order])
         out.file.attrs.update(

@@ -39,7 +39,7 @@ import numpy as np
 
 from modelzoo.cosmology.statistics import ARCMIN, mode_ell
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import GeneratorReport, generated_file
+from modelzoo.parallel import GeneratorReport, generated_file, generator_arguments
 
 SPEED_OF_LIGHT_KM_S = 299792.458
 SETTINGS = ("sigma8", "degenerate", "parameters")
@@ -282,6 +282,7 @@ def generate_mass_maps(
     The output depends on ``seed`` only, not on ``processes``. The report's details list the
     cosmologies.
     """
+    arguments = generator_arguments(locals())
     if maps_per_class < 1:
         raise ConfigError(f"maps_per_class must be positive, got {maps_per_class}")
     survey = Survey(npix, side_deg, z0, galaxies_per_arcmin2, sigma_e, smoothing_arcmin,
@@ -306,7 +307,8 @@ def generate_mass_maps(
     omega_m = np.repeat([c.omega_m for c in classes], maps_per_class).astype(np.float32)
     sigma_8 = np.repeat([c.sigma_8 for c in classes], maps_per_class).astype(np.float32)
     with generated_file(path, _draw_chunk, tasks, processes=processes, label="cosmology",
-                        noun="maps", total=total, progress=progress) as out:
+                        noun="maps", total=total, progress=progress,
+                        arguments=arguments) as out:
         handle = out.file
         kappa = handle.create_dataset("kappa", (total, npix, npix), "f4",
                                       chunks=(min(8, total), npix, npix))

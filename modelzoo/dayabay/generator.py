@@ -66,7 +66,7 @@ import h5py
 import numpy as np
 
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import GeneratorReport, generated_file
+from modelzoo.parallel import GeneratorReport, generated_file, generator_arguments
 
 RINGS, COLUMNS = 8, 24
 PIXELS = RINGS * COLUMNS
@@ -360,6 +360,7 @@ def generate_dayabay(
     Returns:
         What was written; its details give the events written per dataset.
     """
+    arguments = generator_arguments(locals())
     counts = (n_ibd, n_accidental, n_muon, n_flasher)
     if min(counts) < 0 or sum(counts) == 0:
         raise ConfigError(f"need non-negative class counts and some events, got {counts}")
@@ -369,7 +370,8 @@ def generate_dayabay(
              for label, count in enumerate(counts)
              for chunk, start in enumerate(range(0, count, CHUNK_EVENTS))]
     with generated_file(path, _run_chunk, tasks, processes=processes, label="dayabay",
-                        noun="pairs", total=sum(counts), progress=progress) as out:
+                        noun="pairs", total=sum(counts), progress=progress,
+                        arguments=arguments) as out:
         datasets = {}
         for label, (_, dataset) in enumerate(CLASS_DATASETS):
             if counts[label]:

@@ -56,7 +56,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from modelzoo.ecog import phonetics
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import GeneratorReport, generated_file
+from modelzoo.parallel import GeneratorReport, generated_file, generator_arguments
 
 SAMPLE_RATE_HZ = 200.0
 WINDOW_START_S = -0.5
@@ -259,6 +259,7 @@ def generate_ecog(
     Returns:
         What was written (:class:`~modelzoo.parallel.GeneratorReport`).
     """
+    arguments = generator_arguments(locals())
     if n_trials < 1 or n_channels < 1 or n_samples < 1:
         raise ConfigError(f"need positive n_trials, n_channels, n_samples, got {n_trials}, "
                          f"{n_channels}, {n_samples}")
@@ -273,7 +274,8 @@ def generate_ecog(
         for first in range(0, n_trials, CHUNK_TRIALS)
     ]
     with generated_file(path, _run_chunk, chunks, processes=processes, label="ecog",
-                        noun="trials", total=n_trials, progress=progress) as out:
+                        noun="trials", total=n_trials, progress=progress,
+                        arguments=arguments) as out:
         handle = out.file
         x = handle.create_dataset("X", (n_trials, n_channels, n_samples), np.float32,
                                   chunks=(min(64, n_trials), n_channels, n_samples))

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import GeneratorReport, generated_file
+from modelzoo.parallel import GeneratorReport, generated_file, generator_arguments
 
 MORPHOLOGIES = ("elliptical", "spiral", "irregular", "lenticular")
 
@@ -455,6 +455,7 @@ def generate_galaxies(
         progress: print progress lines to stderr.
         chunk_size: stamps per work unit and per HDF5 write.
     """
+    arguments = generator_arguments(locals())
     if n_stamps < 1:
         raise ConfigError(f"n_stamps must be positive, got {n_stamps}")
     cfg = config or GalaxyConfig.population(population)
@@ -468,7 +469,8 @@ def generate_galaxies(
     jobs = [(idx, seed, cfg_dict) for idx in _chunks(n_stamps, chunk_size)]
     counts = dict.fromkeys(MORPHOLOGIES, 0)
     with generated_file(path, _draw_chunk, jobs, processes=processes, label="galaxy",
-                        noun="stamps", total=n_stamps, progress=progress) as out:
+                        noun="stamps", total=n_stamps, progress=progress,
+                        arguments=arguments) as out:
         fh = out.file
         chunk_rows = (min(chunk_size, n_stamps),) + img_shape[1:]
         d_img = fh.create_dataset("images", img_shape, np.float32, chunks=chunk_rows)

@@ -117,7 +117,7 @@ import h5py
 import numpy as np
 
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import GeneratorReport, generated_file
+from modelzoo.parallel import GeneratorReport, generated_file, generator_arguments
 
 SLHA_FILE = Path(__file__).with_name("rpv_gluino.slha")
 """The RPV gluino spectrum and decay tables (m_gluino = 1400 GeV, m_neutralino = 850 GeV)."""
@@ -657,6 +657,7 @@ def generate_lhc_events(
         What was written; its details hold the class counts and the physics selection's
         weighted TPR/FPR over the generated events (NaN for an empty class).
     """
+    arguments = generator_arguments(locals())
     if layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if n_signal < 0 or n_background < 0 or n_signal + n_background == 0:
@@ -698,7 +699,8 @@ def generate_lhc_events(
     chunk_sigma: dict[tuple[int, int], tuple[float, float, int, int]] = {}
 
     with generated_file(path, _run_chunk, tasks, processes=processes, label="lhc",
-                        noun="events", total=n_total, progress=progress) as out:
+                        noun="events", total=n_total, progress=progress,
+                        arguments=arguments) as out:
         handle = out.file
         image_sets = _create_image_datasets(handle, layout, n_total, image_size)
         for result in out.results:
