@@ -7,8 +7,8 @@ import argparse
 import importlib.util
 
 import pytest
-
 from conftest import toy_lhc_arrays, write_benchmark
+
 from modelzoo import cli
 
 
