@@ -23,7 +23,7 @@ $PY -m modelzoo.cli data climate images --output "$WORK/test.h5" --images 100 --
 for spec in "tropical_cyclone 16 16" "atmospheric_river 32 48" "weather_front 16 32" "all 24 24"; do
   set -- $spec
   for split in train test; do
-    $PY -m modelzoo.cli data climate patches --images "$WORK/$split.h5" --output "$WORK/${1}_$split.h5" \
+    $PY -m modelzoo.cli data climate patches --input "$WORK/$split.h5" --output "$WORK/${1}_$split.h5" \
         --event "$1" --patch-size "$2" "$3" --seed 1
   done
   $PY -m modelzoo.cli train climate_patch_cnn --data "$WORK/${1}_train.h5" --output "$WORK/$1" \

@@ -538,9 +538,9 @@ def test_data_command_writes_images_and_patches(tmp_path, capsys):
                  "--labelled-fraction", "0.5", "--seed", "1"]) == 0
     assert "wrote 4 images" in capsys.readouterr().err
     assert open_extreme_weather(images).labelled((0, 4)).sum() == 2
-    assert main(["data", "climate", "patches", "--images", images, "--output", patches,
+    assert main(["data", "climate", "patches", "--input", images, "--output", patches,
                  "--event", "weather_front", "--patch-size", "8", "16"]) == 0
     assert open_patches(patches).patch_shape == (8, 16, 3)
-    assert main(["data", "climate", "patches", "--images", images, "--output", patches,
+    assert main(["data", "climate", "patches", "--input", images, "--output", patches,
                  "--event", "atmospheric_river"]) == 2  # 148 x 224 does not fit: one line
     assert "does not fit" in capsys.readouterr().err

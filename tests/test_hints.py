@@ -87,3 +87,29 @@ def test_a_successful_climate_detector_run_prints_no_tensorflow_error_line(tmp_p
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert lines[-1].startswith("trained climate_detector: epochs 0->1"), lines
     assert not [line for line in lines if re.match(r"[EF]\d{4} ", line)], lines
+
+
+def test_one_flag_name_means_one_thing_across_data_commands():
+    import argparse
+    import importlib
+
+    from modelzoo import registry
+
+    seen: dict[str, tuple] = {}
+    for name, case in registry.cases().items():
+        if not case.data_command:
+            continue
+        parser = argparse.ArgumentParser()
+        importlib.import_module(case.data_command).add_arguments(parser)
+        parsers = [(name, parser)]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += [(f"{name} {sub}", p) for sub, p in action.choices.items()]
+        for where, p in parsers:
+            for action in p._actions:
+                for flag in action.option_strings:
+                    kind = (type(action).__name__, getattr(action.type, "__name__", None))
+                    if flag in ("-h", "--help"):
+                        continue
+                    first = seen.setdefault(flag, (kind, where))
+                    assert first[0] == kind, f"{flag}: {first[1]} {first[0]} but {where} {kind}"

@@ -503,7 +503,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="climate_command", required=True)
     p = sub.add_parser("images", help="synthetic snapshots in the ExtremeWeather layout")
     p.add_argument("--output", required=True, help="HDF5 file to write")
-    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--images", type=int, default=64, help="number of snapshots")
     p.add_argument("--height", type=int, default=96)
     p.add_argument("--width", type=int, default=144)
     p.add_argument("--lat-range", type=float, nargs=2, default=(-90.0, 90.0))
@@ -524,11 +524,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--processes", type=int, default=1)
     p = sub.add_parser("patches", help="centred event patches (and no-event patches) from an "
                        "ExtremeWeather file, for climate_patch_cnn")
-    p.add_argument("--images", required=True, help="ExtremeWeather HDF5 file to cut from")
+    p.add_argument("--input", required=True, help="ExtremeWeather HDF5 file to cut from")
     p.add_argument("--output", required=True)
     p.add_argument("--event", choices=sorted(EVENT_TYPES), default="tropical_cyclone")
     p.add_argument("--patch-size", type=int, nargs=2, help="default: the event's (Liu 2016)")
-    p.add_argument("--channels", nargs="+", help="default: the event's (Liu 2016)")
+    p.add_argument("--patch-channels", nargs="+", help="default: the event's (Liu 2016)")
     p.add_argument("--negatives-per-event", type=float, default=1.0)
     p.add_argument("--box-order", default="ymin_xmin_ymax_xmax")
     p.add_argument("--seed", type=int, default=0)
@@ -556,9 +556,9 @@ def run(args: argparse.Namespace) -> None:
     elif args.climate_command == "patches":
         from modelzoo.climate.patches import extract_patches
 
-        extract_patches(args.images, args.output, event=args.event,
+        extract_patches(args.input, args.output, event=args.event,
                         patch_size=tuple(args.patch_size) if args.patch_size else None,
-                        channels=tuple(args.channels) if args.channels else None,
+                        channels=tuple(args.patch_channels) if args.patch_channels else None,
                         negatives_per_event=args.negatives_per_event, box_order=args.box_order,
                         seed=args.seed)
     else:
