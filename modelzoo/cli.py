@@ -249,12 +249,14 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exit_if_hdf5_cannot_close(code: int) -> None:
-    """End the process now if a failed write left HDF5 handles that cannot be freed (see
-    :data:`modelzoo.parallel.UNCLOSABLE`): freeing them at exit would crash the interpreter.
-    Nothing is lost: the failed file was already removed."""
-    parallel = sys.modules.get("modelzoo.parallel")
-    if parallel is not None and parallel.UNCLOSABLE:
+def _exit_after_write_failure(err: BaseException, code: int) -> None:
+    """End the process now after a failed write (:class:`~modelzoo.errors.WriteError`): HDF5
+    cannot close a file whose write failed for lack of space, and freeing its handles at exit
+    crashed the interpreter (see :data:`modelzoo.parallel.UNCLOSABLE`; Keras's weights files are
+    HDF5 too). Nothing is lost: the failed file was already removed and the previous one kept."""
+    from modelzoo.errors import WriteError
+
+    if isinstance(err, WriteError):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -394,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         # The user's input is wrong (a file, a name, a setting), or the machine could not
         # write (disk full): one line, not a traceback.
         print(f"modelzoo: error: {err}", file=sys.stderr)
-        _exit_if_hdf5_cannot_close(2)
+        _exit_after_write_failure(err, 2)
         return 2
 
 

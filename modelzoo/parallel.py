@@ -151,19 +151,31 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:
         raise DataError(f"{target}: cannot create its folder ({err.strerror})") from None
     partial = partial_path(target)
+    with (machine_failures(target, cleanup=lambda: partial.unlink(missing_ok=True)),
+          _terminate_as_exception()):
+        yield partial
+        _fsync(partial)
+        os.replace(partial, target)
+
+
+@contextlib.contextmanager
+def machine_failures(target: str | os.PathLike, *, cleanup: Callable[[], None] | None = None,
+                     kept: str | None = None) -> Iterator[None]:
+    """Around the writing of ``target`` (through a temporary name): on any failure ``cleanup``
+    runs (removing the temporary file); a full disk, a file-size limit or a quota (see
+    :func:`modelzoo.errors.machine_failure`) becomes one :class:`WriteError` saying what failed
+    and what is kept (``kept``, default: the previous ``target`` if there is one)."""
     try:
-        with _terminate_as_exception():
-            yield partial
-            _fsync(partial)
-            os.replace(partial, target)
+        yield
     except BaseException as err:
-        partial.unlink(missing_ok=True)
+        if cleanup is not None:
+            cleanup()
         reason = machine_failure(err)
-        if reason is not None:
-            raise WriteError(f"{target}: writing failed ({reason}); "
-                             + ("the previous file is unchanged" if target.exists()
-                                else "no file was written")) from err
-        raise
+        if reason is None:
+            raise
+        kept = kept or ("the previous file is unchanged" if os.path.exists(target)
+                        else "no file was written")
+        raise WriteError(f"{os.fspath(target)}: writing failed ({reason}); {kept}") from err
 
 
 def _fsync(path: Path) -> None:

@@ -263,12 +263,15 @@ def write_weights(model: keras.Model, path: str | os.PathLike, *, name: str,
         plain = registry.build(name, **config) if plain is None else plain
         plain.set_weights(model.get_weights())
         model = plain
+    from modelzoo.parallel import machine_failures
+
     path = os.fspath(path)
     tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
-    model.save_weights(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with machine_failures(path, cleanup=lambda: Path(tmp).unlink(missing_ok=True)):
+        model.save_weights(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
 
 
 def save_pretrained(

@@ -37,6 +37,7 @@ import yaml
 
 from modelzoo import distributed, pretrained, tasks
 from modelzoo.errors import ConfigError, PretrainedError
+from modelzoo.parallel import machine_failures
 from modelzoo.pretrained import write_weights
 from modelzoo.registry import build, get_spec, get_task
 from modelzoo.tasks import evaluate_into
@@ -192,16 +193,22 @@ class _Checkpoint(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1:04d}"
         final, tmp = os.path.join(self.dir, name), os.path.join(self.dir, f".{name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        write_weights(self.model, os.path.join(tmp, WEIGHTS_FILE), name=self.model_name,
-                      config=self.model_config, plain=self.plain)
-        # Keyed by variable path, so that a resumed run restores each slot into its own
-        # variable, whatever order the optimizer creates them in.
-        np.savez(os.path.join(tmp, "optimizer.npz"),
-                 **{_slot(v): np.asarray(v) for v in self.model.optimizer.variables})
-        _write_json(os.path.join(tmp, "state.json"),
-                    {"epoch": epoch + 1, "world_size": self.world_size, "logs": _floats(logs)})
-        _fsync_tree(tmp)  # contents on disk before the rename can make them visible
+        previous = latest_checkpoint(os.path.dirname(self.dir))
+        kept = (f"the checkpoint of epoch {previous[1]} is unchanged and a resumed run starts "
+                "from it" if previous else "no checkpoint was written")
+        with machine_failures(final, kept=kept,
+                              cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True)):
+            os.makedirs(tmp)
+            write_weights(self.model, os.path.join(tmp, WEIGHTS_FILE), name=self.model_name,
+                          config=self.model_config, plain=self.plain)
+            # Keyed by variable path, so that a resumed run restores each slot into its own
+            # variable, whatever order the optimizer creates them in.
+            np.savez(os.path.join(tmp, "optimizer.npz"),
+                     **{_slot(v): np.asarray(v) for v in self.model.optimizer.variables})
+            _write_json(os.path.join(tmp, "state.json"),
+                        {"epoch": epoch + 1, "world_size": self.world_size,
+                         "logs": _floats(logs)})
+            _fsync_tree(tmp)  # contents on disk before the rename can make them visible
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _fsync_dir(self.dir)
@@ -626,12 +633,13 @@ def predict(name: str, weights: str | os.PathLike, data: str, output: str, *,
     if group.is_root:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         tmp = f"{output}.tmp{os.getpid()}"
-        with h5py.File(tmp, "w") as fh:
-            for key, array in outputs.items():
-                fh.create_dataset(key, data=array)
-            fh.attrs.update(model=name, weights=os.fspath(weights),
-                            data_file=os.path.abspath(data), modelzoo_task=cfg["task"])
-        os.replace(tmp, output)
+        with machine_failures(output, cleanup=lambda: Path(tmp).unlink(missing_ok=True)):
+            with h5py.File(tmp, "w") as fh:
+                for key, array in outputs.items():
+                    fh.create_dataset(key, data=array)
+                fh.attrs.update(model=name, weights=os.fspath(weights),
+                                data_file=os.path.abspath(data), modelzoo_task=cfg["task"])
+            os.replace(tmp, output)
     group.barrier()
     return {k: tuple(v.shape) for k, v in outputs.items()}
 
