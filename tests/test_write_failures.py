@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import toy_lhc_arrays, write_benchmark
 
 pytestmark = pytest.mark.slow  # child processes that import TensorFlow
