@@ -10,10 +10,12 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -71,6 +73,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _removed_if_refused(folder: str):
+    """A folder this command creates is removed again if the command is refused (a
+    :class:`~modelzoo.errors.ZooError`) before it holds a checkpoint: a refused command leaves
+    nothing behind. A folder that existed before is left as it is."""
+    from modelzoo.errors import ZooError
+
+    fresh = not os.path.exists(folder)
+    try:
+        yield
+    except ZooError:
+        if fresh and not os.path.exists(os.path.join(folder, "checkpoints", "latest.json")):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from modelzoo import training
 
@@ -81,16 +99,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["train.batch_size"] = args.batch_size
     if args.init_weights is not None:
         overrides["model.init_weights"] = args.init_weights
-    result = training.train(
-        args.model,
-        args.data,
-        run_dir=args.output,
-        recipe=args.recipe,
-        overrides=overrides,
-        model_config=_parse_assignments(args.model_config, "--model-config"),
-        resume=not args.no_resume,
-        verbose=args.verbose,
-    )
+    run_dir = args.output or os.path.join("runs", args.model)
+    with _removed_if_refused(run_dir):
+        result = training.train(
+            args.model,
+            args.data,
+            run_dir=run_dir,
+            recipe=args.recipe,
+            overrides=overrides,
+            model_config=_parse_assignments(args.model_config, "--model-config"),
+            resume=not args.no_resume,
+            verbose=args.verbose,
+        )
     from modelzoo import distributed
 
     if distributed.init().is_root:
@@ -108,12 +128,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     overrides = _parse_assignments(args.set, "--set")
     if args.run:
-        metrics = training.evaluate(args.run, args.data, split=args.split,
-                                    output_dir=args.output, overrides=overrides)
+        with _removed_if_refused(args.output) if args.output else contextlib.nullcontext():
+            metrics = training.evaluate(args.run, args.data, split=args.split,
+                                        output_dir=args.output, overrides=overrides)
     elif args.model and args.weights:
         _warn_if_unlike_training(args.model, args.weights, args.data)
-        metrics = training.evaluate_model(args.model, args.weights, args.data, split=args.split,
-                                          output_dir=args.output, overrides=overrides)
+        with _removed_if_refused(args.output) if args.output else contextlib.nullcontext():
+            metrics = training.evaluate_model(args.model, args.weights, args.data,
+                                              split=args.split, output_dir=args.output,
+                                              overrides=overrides)
     else:
         raise ConfigError("evaluate needs MODEL --weights W (default, a tag, a weights file, a "
                           "model or run folder) or --run RUN_FOLDER")

@@ -147,3 +147,20 @@ def test_every_command_that_writes_creates_its_folder(tmp_path, capsys):
     card = tmp_path / "new" / "cards" / "lhc_cnn.md"
     assert cli.main(["card", "lhc_cnn", "--output", str(card)]) == 0
     assert card.read_text().startswith("#")
+
+
+def test_a_refusal_after_the_run_folder_was_made_leaves_nothing_behind(capsys, tmp_path):
+    from modelzoo.ecog.generator import generate_ecog
+
+    trials = generate_ecog(tmp_path / "trials.h5", n_trials=120, n_channels=6, n_samples=20,
+                           progress=False).path
+    run = tmp_path / "run"
+    line = _one_line(capsys, ["train", "ecog_mlp", "--data", trials, "--output", str(run),
+                              "--epochs", "1", "--model-config", "n_channels=7",
+                              "--model-config", "n_samples=20"])
+    assert "holds trials of 6 channels x 20 samples, the model expects 7 x 20" in line
+    assert not run.exists()
+    run.mkdir()  # a folder the user made is theirs: left as it was
+    _one_line(capsys, ["train", "ecog_mlp", "--data", trials, "--output", str(run), "--epochs",
+                       "1", "--model-config", "n_channels=7", "--model-config", "n_samples=20"])
+    assert run.is_dir()
