@@ -148,6 +148,7 @@ def _with_file_size_limit(limit: int, argv: list[str], cwd) -> subprocess.Comple
                           text=True, timeout=600)
 
 
+@pytest.mark.slow  # a child process
 @pytest.mark.parametrize("case", ["dayabay", "cosmology"])
 def test_a_full_disk_while_generating_keeps_the_previous_file_and_says_what_failed(case,
                                                                                    tmp_path):

@@ -7,7 +7,7 @@ this follows what simulation suites ship: one map per row, its cosmology alongsi
 * ``kappa_clean`` (optional, shaped as ``kappa``): the same maps without noise, which a
   denoiser is scored against;
 * ``label``: (N,) or (N, 1) class index of the cosmology (int, unsigned, bool, or float holding
-  whole numbers); needed to classify;
+  whole numbers 0, 1, ...); needed to classify;
 * ``omega_m``, ``sigma_8``: (N,) or (N, 1) float parameters per map; needed for regression;
 * root attribute ``pixel_arcmin`` (float): the pixel side, needed for the power spectrum.
 
@@ -140,11 +140,6 @@ def open_mass_maps(
             raise DataError(f"{path}: attribute 'pixel_arcmin' is {pixel_arcmin}, expected a "
                             "positive pixel side in arcmin")
     maps = MassMaps(source, pixel_arcmin)
-    if maps.has_labels:
-        labels = maps.columns((0, maps.num_maps), ("label",))["label"]
-        if not np.all(labels == np.round(labels)) or labels.min() < 0:
-            raise DataError(f"{path}: dataset 'label' holds {np.unique(labels)[:8]}, expected "
-                            "class indices 0, 1, ... (whole numbers)")
     if "parameters" in need:
         values = maps.columns((0, maps.num_maps), PARAMETERS)
         for name in PARAMETERS:
