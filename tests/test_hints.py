@@ -37,6 +37,7 @@ def test_the_climate_detector_grid_hint_works_when_pasted(tmp_path, capsys):
     assert code == 0, err
 
 
+@pytest.mark.slow  # three data sets of 128 x 128 maps, three evaluations
 def test_data_unlike_a_shipped_entrys_is_named_with_the_flags_that_match(tmp_path, capsys):
     maps = tmp_path / "maps.h5"
     assert cli.main(["data", "cosmology", "--output", str(maps), "--maps-per-class", "8"]) == 0
