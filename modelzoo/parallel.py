@@ -3,15 +3,19 @@
 A case's generator keeps its physics (a function drawing one unit of work) and writes through
 :func:`generated_file`, which does the rest once for every case::
 
-    with generated_file(path, draw_chunk, chunks, processes=processes, label="cosmology",
-                        noun="maps", total=total, progress=progress) as out:
-        kappa = out.file.create_dataset("kappa", (total, npix, npix), "f4")
-        for chunk, maps in out.results:          # as they finish (ordered=True: task order)
-            kappa[chunk.rows] = maps
-            out.advance(len(maps))               # the progress line
-        out.file.attrs["generator"] = "..."
-        out.details = {"cosmologies": [...]}     # what the report adds for this case
-    report = out.report                          # a GeneratorReport
+    def generate_maps(path, *, npix=128, seed=0, processes=1, progress=True):
+        arguments = generator_arguments(locals())    # first: the settings, recorded in the file
+        ...
+        with generated_file(path, draw_chunk, chunks, processes=processes, label="cosmology",
+                            noun="maps", total=total, progress=progress,
+                            arguments=arguments) as out:
+            kappa = out.file.create_dataset("kappa", (total, npix, npix), "f4")
+            for chunk, maps in out.results:      # as they finish (ordered=True: task order)
+                kappa[chunk.rows] = maps
+                out.advance(len(maps))           # the progress line
+            out.file.attrs["generator"] = "..."
+            out.details = {"cosmologies": [...]} # what the report adds for this case
+        return out.report                        # a GeneratorReport
 
 * the output folder is created; the file is written as ``path.partial`` in the same folder and
   renamed to ``path`` only once complete, so a reader never sees a half-written file under the
@@ -22,7 +26,12 @@ A case's generator keeps its physics (a function drawing one unit of work) and w
   before the HDF5 file is opened (no worker inherits an open HDF5 handle);
 * one progress line style on stderr: ``label: done/total noun (pct%), rate noun/s, N s left``
   about every 5 seconds, then ``label: wrote N noun to PATH in S s (R noun/s)``;
-* one report type, :class:`GeneratorReport`.
+* one report type, :class:`GeneratorReport`;
+* the file's root attribute ``generator_arguments`` (JSON) says how it was made, so that
+  evaluating a shipped model on data made otherwise can say so (:mod:`modelzoo.reproduce`);
+* a write the machine cannot finish (disk full, file-size limit, quota) is one
+  :class:`~modelzoo.errors.WriteError` line; :func:`machine_failures` does the same for any
+  other file written through a temporary name (checkpoints, weights, predictions).
 """
 
 from __future__ import annotations
@@ -187,7 +196,7 @@ def _fsync(path: Path) -> None:
 # its close retries the failed metadata write, and freeing the handles afterwards crashed the
 # interpreter (h5py 3 on HDF5 1.14, a segmentation fault). They are kept open instead (the file
 # itself is already unlinked), and the command ends without freeing them: see
-# :func:`modelzoo.cli.main`.
+# modelzoo.cli._exit_after_write_failure.
 UNCLOSABLE: list[Any] = []
 
 
