@@ -143,7 +143,16 @@ def test_every_reader_hands_tensorflow_the_same_numbers(model, variant, original
     assert len(got) == len(expected) > 0
     for want, have in zip(expected, got):
         assert have.dtype == want.dtype and have.dtype.isnative
-        np.testing.assert_array_equal(have, want)
+        np.testing.assert_array_equal(_no_subnormals(have), _no_subnormals(want))
+
+
+def _no_subnormals(array: np.ndarray) -> np.ndarray:
+    """``array`` with subnormal floats (below 1.2e-38 in float32) as zero: TensorFlow's threads
+    flush them to zero, so a float64 value converted there may arrive as 0 where the float32
+    file's own subnormal passes untouched."""
+    if array.dtype.kind != "f":
+        return array
+    return np.where(np.abs(array) < np.finfo(array.dtype).tiny, 0, array)
 
 
 def _labels_column(name, array):
