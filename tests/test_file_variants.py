@@ -70,7 +70,7 @@ def _dayabay(path):
 CASES = {
     "lhc_cnn": (_lhc, {"input_shape": [16, 16, 3]}, "label"),
     "galaxy_vae": (_galaxy, {}, None),
-    "climate_detector": (_climate_images, {}, None),
+    "climate_detector": (_climate_images, {}, "boxes"),
     "climate_patch_cnn": (_climate_patches, {}, "labels"),
     "cosmo_cnn": (_cosmology, {"input_shape": [32, 32, 1]}, "label"),
     "cosmo_dcae": (_cosmology, {"input_shape": [32, 32, 1]}, None),
@@ -215,6 +215,8 @@ def _out_of_range(dataset: str, row: int, value: int):
     ("ecog_mlp", 57, "row 7 holds label 57; expected a class of the model, 0..56 (57 classes)"),
     ("climate_patch_cnn", 2, "holds class 2; expected 0..1"),
     ("lhc_cnn", 2, "row 7 holds [2], expected class labels (N) or (N, 1), values in {0, 1}"),
+    ("climate_detector", 9, "row 7 box 0 is [9, 9, 9, 9, 9]; expected a class in 0..3 or -1 "
+                            "padding"),
 ])
 def test_labels_beyond_the_model_are_refused_before_a_run_folder_exists(
         model, value, expected, originals, tmp_path, capsys):
