@@ -167,7 +167,7 @@ def test_labels_stored_as_a_column_read_like_a_vector(model, originals, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["cosmo_cnn", "lhc_cnn"])
+@pytest.mark.parametrize("model", ["cosmo_cnn", "lhc_cnn", "ecog_mlp"])
 def test_one_epoch_on_a_big_endian_file_trains_exactly_as_on_the_original(model, originals,
                                                                           tmp_path):
     from modelzoo import training
