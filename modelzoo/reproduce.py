@@ -47,9 +47,10 @@ def manifest_entry(key: str) -> dict[str, Any]:
 _SIZE_KEYS = ("seed", "processes", "maps_per_class", "num_cosmologies", "count")
 
 
-def generator_flags(kind: str, settings: dict[str, Any]) -> list[str]:
-    """``settings`` (a data recipe's generator arguments) as the flags of ``modelzoo data
-    kind``, where the command has a flag for them; ``key=value`` where it has none."""
+def generator_flags(kind: str, settings: dict[str, Any], output: str = "FILE") -> list[str]:
+    """The words after ``modelzoo data kind`` that write ``settings`` (a data recipe's generator
+    arguments) to ``output``: the subcommand the recipe's ``kind`` names, if any, ``--output``,
+    then a flag for each setting the command has one for (``key=value`` where it has none)."""
     import argparse
 
     case = registry.cases()[kind]
@@ -57,10 +58,10 @@ def generator_flags(kind: str, settings: dict[str, Any]) -> list[str]:
     importlib.import_module(case.data_command).add_arguments(parser)
     words: list[str] = []
     subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if subcommands:  # e.g. climate images|patches
-        name = settings.get("kind", next(iter(subcommands[0].choices)))
-        words.append(name)
-        parser = subcommands[0].choices.get(name, parser)
+    if subcommands and settings.get("kind") in subcommands[0].choices:  # e.g. climate images
+        words.append(settings["kind"])
+        parser = subcommands[0].choices[settings["kind"]]
+    words += ["--output", output]
     options = parser._option_string_actions
     for key, value in settings.items():
         if key == "kind" and subcommands:
@@ -81,6 +82,15 @@ def generator_flags(kind: str, settings: dict[str, Any]) -> list[str]:
     return words
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal settings, numbers compared as numbers (a CLI's 60.0 is a recipe's 60)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
+
+
 def unlike_training(key: str, path: str | os.PathLike) -> str | None:
     """Why ``path`` is unlike the data shipped entry ``key`` was trained and evaluated on, by
     the generator settings the file records (``generator_arguments``, written by every
@@ -96,8 +106,7 @@ def unlike_training(key: str, path: str | os.PathLike) -> str | None:
             made = json.loads(fh.attrs.get("generator_arguments", "{}"))
     except (OSError, ValueError):
         return None  # the reader says what is wrong with the file
-    differ = {k: v for k, v in wanted.items()
-              if k in made and json.dumps(made[k]) != json.dumps(v)}
+    differ = {k: v for k, v in wanted.items() if k in made and not _same(made[k], v)}
     if not differ:
         return None
     has = ", ".join(f"{k}={json.dumps(made[k])}" for k in differ)
@@ -105,7 +114,7 @@ def unlike_training(key: str, path: str | os.PathLike) -> str | None:
     flags = " ".join(generator_flags(recipe["generator"], wanted))
     return (f"{os.fspath(path)} was made with {has}; {key} was trained and evaluated on data "
             f"made with {trained}, so its numbers here do not measure it. Matching data: "
-            f"modelzoo data {recipe['generator']} --output FILE {flags} (or modelzoo data "
+            f"modelzoo data {recipe['generator']} {flags} (or modelzoo data "
             f"--from-entry {key} --output FILE)")
 
 

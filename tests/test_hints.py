@@ -35,6 +35,16 @@ def test_the_climate_detector_grid_hint_works_when_pasted(tmp_path, capsys):
     code, err = _run(capsys, ["evaluate", "climate_detector", "--weights", "default", "--data",
                               str(images), *shlex.split(hint.group(1))])
     assert code == 0, err
+    # the data command the warning names writes images like the entry's: no warning, no hint
+    code, err = _run(capsys, ["evaluate", "climate_detector", "--weights", "default", "--data",
+                              str(images)])
+    matching = re.search(r"Matching data: modelzoo (data .*?) \(or ", err[0])
+    argv = shlex.split(matching.group(1).replace("FILE", str(tmp_path / "like.h5")))
+    assert cli.main(argv + ["--images", "4"]) == 0
+    capsys.readouterr()
+    code, err = _run(capsys, ["evaluate", "climate_detector", "--weights", "default", "--data",
+                              str(tmp_path / "like.h5")])
+    assert code == 0 and not any("warning" in line for line in err), err
 
 
 @pytest.mark.slow  # three data sets of 128 x 128 maps, three evaluations

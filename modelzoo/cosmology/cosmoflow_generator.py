@@ -42,7 +42,7 @@ import numpy as np
 from modelzoo.cosmology.cosmoflow_reader import PARAMETERS, write_tfrecord
 from modelzoo.cosmology.cosmoflow_statistics import mode_k
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import unordered_results
+from modelzoo.parallel import worker_results
 
 # Uniform ranges of (Omega_m, sigma_8, n_s, h), around Planck 2018 (the zoo's choice).
 RANGES = ((0.25, 0.35), (0.70, 0.90), (0.90, 1.02), (0.60, 0.76))
@@ -203,7 +203,7 @@ def generate_volumes(
                 (partial / folder).mkdir()
         tasks = [(i, seed, *tables[i], grid) for i in range(n_volumes)]
         done, last = 0, start
-        with unordered_results(_volume, tasks, processes) as results:
+        with worker_results(_volume, tasks, processes) as results:
             import h5py
 
             handle = h5py.File(h5_path, "w") if "hdf5" in formats else None

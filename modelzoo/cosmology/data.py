@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> None:
         generator.run(args)
 
 
-def generate(path: str | os.PathLike, *, kind: str = "maps", **arguments) -> dict:
+def generate(path: str | os.PathLike, *, kind: str = "maps", **arguments):
     """Maps (:func:`~modelzoo.cosmology.generator.generate_mass_maps`) or volumes
     (:func:`~modelzoo.cosmology.cosmoflow_generator.generate_volumes`) at ``path``."""
     if kind == "cosmoflow":
