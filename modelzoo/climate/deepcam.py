@@ -268,7 +268,7 @@ def generate_deepcam(
     leaves no folder a reader accepts.
     """
     from modelzoo.climate.generator import Grid, land_mask
-    from modelzoo.parallel import unordered_results
+    from modelzoo.parallel import worker_results
 
     if n_samples < 1 or height < 16 or width < 16:
         raise ConfigError(f"need n_samples >= 1 and a grid of at least 16 x 16, got {n_samples}, "
@@ -290,7 +290,7 @@ def generate_deepcam(
     moments = np.zeros((n_samples, 4, len(DEEPCAM_CHANNELS)))
     done = 0
     try:
-        with unordered_results(_write_samples, jobs, processes) as results:
+        with worker_results(_write_samples, jobs, processes) as results:
             for result in results:
                 for index, summary in result:
                     moments[index] = summary
