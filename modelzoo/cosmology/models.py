@@ -27,6 +27,8 @@ def cosmo_dcae(
     bottleneck_units: tuple[int, int] = (256, 2048),
     activation: str = "elu",
     kappa_scale: float = 0.005,
+    bottleneck: str = "dense",
+    bottleneck_kernel: int = 3,
 ) -> keras.Model:
     """Denoising convolutional autoencoder: 4 stride-2 convolutions (128 -> 8 pixels), a dense
     code layer and a dense layer back to the 8 x 8 feature grid, 4 stride-2 transposed
@@ -41,7 +43,9 @@ def cosmo_dcae(
     grid = (height // 16, width // 16, filters[-1])
     if height % 16 or width % 16:
         raise ValueError(f"input sides must be multiples of 16 (four halvings), got {input_shape}")
-    if bottleneck_units[1] != grid[0] * grid[1] * grid[2]:
+    if bottleneck not in ("dense", "conv"):
+        raise ValueError(f"bottleneck must be 'dense' or 'conv', got {bottleneck!r}")
+    if bottleneck == "dense" and bottleneck_units[1] != grid[0] * grid[1] * grid[2]:
         raise ValueError(f"bottleneck_units[1] must be {grid[0] * grid[1] * grid[2]} "
                          f"(= {grid[0]} x {grid[1]} x {grid[2]}), got {bottleneck_units[1]}")
     inputs = keras.Input(shape=input_shape, name="corrupted_map")
@@ -49,10 +53,15 @@ def cosmo_dcae(
     for i, n in enumerate(filters, start=1):
         x = layers.Conv2D(n, kernel_size, strides=2, padding="same", activation=activation,
                           name=f"conv{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(bottleneck_units[0], activation=activation, name="code")(x)
-    x = layers.Dense(bottleneck_units[1], activation=activation, name="expand")(x)
-    x = layers.Reshape(grid, name="grid")(x)
+    if bottleneck == "dense":
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(bottleneck_units[0], activation=activation, name="code")(x)
+        x = layers.Dense(bottleneck_units[1], activation=activation, name="expand")(x)
+        x = layers.Reshape(grid, name="grid")(x)
+    else:
+        for name, n in zip(("code", "expand"), bottleneck_units):
+            x = layers.Conv2D(n, bottleneck_kernel, padding="same", activation=activation,
+                              name=name)(x)
     decoder_filters = (*filters[-2::-1], channels)
     for i, n in enumerate(decoder_filters, start=1):
         last = i == len(decoder_filters)
