@@ -118,6 +118,20 @@ def recalibrate_batch_norm(model: keras.Model, inputs_of, rows: tuple[int, int],
     return {"batch_norm_layers_recalibrated": len(layers), "batch_norm_rows": rows[1] - rows[0]}
 
 
+def mse_ratio_interval(numerator: np.ndarray, denominator: np.ndarray, *, resamples: int = 1000,
+                       seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap (BCa) interval of mean(``numerator``) / mean(``denominator``), per-map
+    squared errors of two methods on the same maps resampled together (the maps are independent
+    draws)."""
+    from scipy.stats import bootstrap
+
+    result = bootstrap((np.asarray(numerator), np.asarray(denominator)),
+                       lambda a, b, axis: a.mean(axis=axis) / b.mean(axis=axis), paired=True,
+                       vectorized=True, n_resamples=resamples,
+                       rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 class _MapTask(Task):
     """What the three map tasks share: opening the file, row ranges, the examples."""
 
@@ -306,8 +320,16 @@ class MapReconstruction(_MapTask):
             "gaussian_filter_sigma_pixels": sigma,
             "fraction_maps_better_than_filter": float((err["model"] < err["filter"]).mean()),
         }
+        result["mse_ratio_lo"], result["mse_ratio_hi"] = mse_ratio_interval(err["model"],
+                                                                            err["identity"])
+        result["mse_ratio_to_filter"] = float(err["model"].mean() / err["filter"].mean())
+        (result["mse_ratio_to_filter_lo"],
+         result["mse_ratio_to_filter_hi"]) = mse_ratio_interval(err["model"], err["filter"])
         if maps.has_clean:
             result["mse_noisy_input"] = float(err["noisy"].mean())
+            result["mse_ratio_to_noisy"] = float(err["model"].mean() / err["noisy"].mean())
+            (result["mse_ratio_to_noisy_lo"],
+             result["mse_ratio_to_noisy_hi"]) = mse_ratio_interval(err["model"], err["noisy"])
             result["fraction_maps_better_than_noisy"] = float((err["model"] < err["noisy"]).mean())
         if output_dir:
             sample = self.inputs(path, data_cfg, (rows[0], rows[0] + 4))
