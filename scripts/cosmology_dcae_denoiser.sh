@@ -9,19 +9,22 @@
 # BOTTLENECK "conv" (two 3x3 convolutions of 32 filters at the encoder's 8 x 8 grid) or
 # "dense" (the shipped configuration: dense code of 256 and 2,048 units). One JSON line per seed
 # in $OUT/results.jsonl (MSE ratios with 95% bootstrap intervals over the scored maps).
+# FRESH_NOISE true: every training step gives each map its own noise field shifted and
+# reflected (data.fresh_noise); false: the file's noisy maps as they are.
 #
 #   scripts/cosmology_dcae_denoiser.sh [OUT=runs/cosmology_dcae] [SEEDS="0 1 2"] [EPOCHS=30]
-#                                      [MAPS=800] [BOTTLENECK=conv]
+#                                      [MAPS=800] [BOTTLENECK=conv] [FRESH_NOISE=true]
 set -euo pipefail
 OUT=${1:-runs/cosmology_dcae}
 SEEDS=${2:-"0 1 2"}
 EPOCHS=${3:-30}
 MAPS=${4:-800}
 BOTTLENECK=${5:-conv}
+FRESH_NOISE=${6:-true}
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT"
 for SEED in $SEEDS; do
-  nice -n 10 "$PY" - "$OUT" "$SEED" "$EPOCHS" "$MAPS" "$BOTTLENECK" <<'PYEOF'
+  nice -n 10 "$PY" - "$OUT" "$SEED" "$EPOCHS" "$MAPS" "$BOTTLENECK" "$FRESH_NOISE" <<'PYEOF'
 import json
 import sys
 
@@ -29,18 +32,19 @@ from modelzoo import training
 from modelzoo.cosmology.generator import generate_mass_maps
 
 out, seed, epochs, maps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-bottleneck = sys.argv[5]
+bottleneck, fresh_noise = sys.argv[5], sys.argv[6] == "true"
 data = f"{out}/noisy_{seed}.h5"
 generate_mass_maps(data, setting="sigma8", maps_per_class=maps // 2, seed=seed, processes=2,
                    progress=False)
-run = f"{out}/dcae_{bottleneck}_{seed}"
-overrides = {"train.epochs": epochs, "train.seed": seed, "data.keep_fraction": 1.0}
+run = f"{out}/dcae_{bottleneck}_{'fresh' if fresh_noise else 'fixed'}_noise_{seed}"
+overrides = {"train.epochs": epochs, "train.seed": seed, "data.keep_fraction": 1.0,
+             "data.fresh_noise": fresh_noise}
 # kappa_scale 0.01: about one noisy map's standard deviation (the network's unit)
 training.train("cosmo_dcae", data, run_dir=run, verbose=0, resume=False, overrides=overrides,
                model_config={"kappa_scale": 0.01, "bottleneck": bottleneck,
                              "bottleneck_units": (32, 32) if bottleneck == "conv" else (256, 2048)})
 row = {"seed": seed, "maps": maps, "epochs": epochs, "bottleneck": bottleneck,
-       **training.evaluate(run, data, split="val")}
+       "fresh_noise": fresh_noise, **training.evaluate(run, data, split="val")}
 print(json.dumps(row), flush=True)
 with open(f"{out}/results.jsonl", "a") as fh:
     fh.write(json.dumps(row) + "\n")
