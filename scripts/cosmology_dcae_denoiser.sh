@@ -43,7 +43,7 @@ overrides = {"train.epochs": epochs, "train.seed": seed, "data.keep_fraction": 1
 training.train("cosmo_dcae", data, run_dir=run, verbose=0, resume=False, overrides=overrides,
                model_config={"kappa_scale": 0.01, "bottleneck": bottleneck,
                              "bottleneck_units": (32, 32) if bottleneck == "conv" else (256, 2048)})
-row = {"seed": seed, "maps": maps, "epochs": epochs, "bottleneck": bottleneck,
+row = {"seed": seed, "file_maps": maps, "epochs": epochs, "bottleneck": bottleneck,
        "fresh_noise": fresh_noise, **training.evaluate(run, data, split="val")}
 print(json.dumps(row), flush=True)
 with open(f"{out}/results.jsonl", "a") as fh:
