@@ -3,7 +3,8 @@ S. Singh, D. Bard, M. Mudigonda, NERSC, AAS 229, 2017).
 
 * :func:`cosmo_dcae`: the denoising convolutional autoencoder: four convolutions, two dense
   bottleneck layers, four transposed convolutions, trained to rebuild the clean map from one
-  corrupted with binomial (keep/zero) noise under mean-squared error (Vincent et al. 2008).
+  corrupted with binomial (keep/zero) noise under mean-squared error (Vincent et al. 2008);
+  its bottleneck dense (the seed's reading) or convolutional (a denoiser of shape noise).
 * :func:`cosmo_cnn`: a CNN with four hidden layers (three convolutions and one dense layer) and a
   softmax over the cosmological models.
 * :func:`cosmo_cnn_regression`: the same trunk with a linear head for (Omega_m, sigma_8), as in
@@ -38,6 +39,12 @@ def cosmo_dcae(
     the feature grid after the encoder (8 x 8 x filters[-1] for 128 x 128 inputs). The seed
     does not name the activation; ELU (Clevert et al. 2016, arXiv:1511.07289) trains this
     network several times faster than ReLU here, whose units die on the zeroed pixels.
+
+    ``bottleneck="conv"``: the two bottleneck layers are ``bottleneck_kernel`` convolutions at
+    the encoder's grid with ``bottleneck_units`` filters instead of dense layers. A dense code
+    of 256 numbers cannot carry the ~1,000 Fourier modes in which a 128 x 128 map with shape
+    noise has more signal than noise; the grid (8 x 8 x 32 = 2,048) can, and its weights are
+    shared across the map (the README's denoising measurements).
     """
     height, width, channels = input_shape
     grid = (height // 16, width // 16, filters[-1])

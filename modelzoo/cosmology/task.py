@@ -1,9 +1,11 @@
 """Training and the paper's comparisons for convergence maps.
 
 * :class:`MapReconstruction` (``cosmo_dcae``): maps corrupted with binomial noise (each pixel
-  kept with probability ``data.keep_fraction``, else zeroed) are rebuilt under MSE; evaluation:
-  MSE of the reconstruction against the clean map next to the corrupted input's (identity), and
-  the seed's figures 8 (map / reconstruction) and 9 (saliency).
+  kept with probability ``data.keep_fraction``, else zeroed) are rebuilt under MSE, towards the
+  noiseless map where the file has one (then with fresh shape noise every step); evaluation:
+  MSE of the reconstruction against the clean map next to the corrupted input's (identity), the
+  noisy map's and a Gaussian filter's, ratios with bootstrap intervals, and the seed's figures
+  8 (map / reconstruction) and 9 (saliency).
 * :class:`CosmologyClassification` (``cosmo_cnn``): accuracy of the CNN next to logistic
   regressions on the binned power spectrum and on peak counts + moments of the same maps
   (cross-validated), the seed's 80%, and figure 10 (t-SNE of the CNN's features).
