@@ -461,9 +461,9 @@ def test_mse_ratio_interval_covers_a_known_ratio():
 def test_short_dcae_training_denoises_shape_noise(tmp_path):
     """The convolutional bottleneck, with fresh shape noise every step, learns to denoise in a
     short run: against the noiseless map the DCAE beats the noisy map it was given, the whole
-    95% interval below 1 (64 x 64 maps at the default pixel size, 320 training maps, 20
-    epochs: ratio about 0.73; the dense bottleneck of the published configuration stays near
-    1: README)."""
+    95% interval below 0.9 (64 x 64 maps at the default pixel size, 320 training maps, 20
+    epochs: ratio 0.73-0.74 over three training seeds; the dense bottleneck of the published
+    configuration: 0.96 with fresh noise, 1.22 without; README)."""
     from modelzoo import training
 
     path = str(tmp_path / "noisy.h5")
@@ -476,5 +476,5 @@ def test_short_dcae_training_denoises_shape_noise(tmp_path):
                                  "bottleneck": "conv", "bottleneck_units": (32, 32)})
     result = training.evaluate(str(run), path, split="val")
     assert result["target"].startswith("noiseless")
-    assert result["mse_ratio_to_noisy_hi"] < 0.95, result
+    assert result["mse_ratio_to_noisy_hi"] < 0.9, result
     assert result["fraction_maps_better_than_noisy"] > 0.8, result
