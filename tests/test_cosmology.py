@@ -96,17 +96,22 @@ def test_corruption_keeps_the_expected_fraction():
 
 def test_training_batches_are_changed_statelessly_and_a_resumed_run_sees_the_same(tmp_path):
     """Every augmenting map task: the batches of epoch 2 of an uninterrupted stream equal those
-    of a stream resumed at epoch 2; the corruption and the symmetries change every epoch."""
+    of a stream resumed at epoch 2; the corruption, the symmetries and the fresh noise change
+    every epoch."""
     from modelzoo.cosmology.task import CosmologyClassification, MapReconstruction
     from modelzoo.distributed import ProcessGroup
 
-    path = _write(tmp_path / "maps.h5", **_good(40, 16))
+    good = _good(40, 16)
+    plain = _write(tmp_path / "maps.h5", **good)
+    noisy = _write(tmp_path / "noisy.h5", **good, kappa_clean=0.5 * good["kappa"])
     group = ProcessGroup()
-    for task, cfg in ((CosmologyClassification(), {"augment": ["dihedral"]}),
-                      (MapReconstruction(), {"keep_fraction": 0.5})):
+    for task, cfg, path in ((CosmologyClassification(), {"augment": ["dihedral"]}, plain),
+                            (MapReconstruction(), {"keep_fraction": 0.5}, plain),
+                            (MapReconstruction(), {"keep_fraction": 1.0}, noisy)):  # fresh noise
         cfg = {**cfg, "val_fraction": 0.2, "shuffle": False}
 
-        def inputs(first_epoch: int, count: int, task=task, cfg=cfg) -> list[np.ndarray]:
+        def inputs(first_epoch: int, count: int, task=task, cfg=cfg,
+                   path=path) -> list[np.ndarray]:
             streams = task.datasets(path, dict(cfg), 8, group, seed=1, first_epoch=first_epoch)
             assert streams.steps_per_epoch == 4
             return [b[0].numpy() for b in streams.train.take(count)]
