@@ -126,11 +126,62 @@ def test_sets_with_one_seed_and_different_arguments_get_different_files(tmp_path
     assert small != large and small == again and small.parent == tmp_path
 
 
+def test_verify_tolerance_counts_samples_for_fractions_and_scales_the_rest():
+    galaxy = {"stamps": 60, "isolated_stamps": 7, "fraction_vae_better": 58 / 60,
+              "fraction_vae_better_isolated": 6 / 7, "vae_log_prob_mean": -7179.2}
+    allowed = lambda metric, want: reproduce.verify_tolerance(metric, want, galaxy)  # noqa: E731
+    # One stamp of 60 flipping is round-off; three is a changed model.
+    assert reproduce.compare({**galaxy, "fraction_vae_better": 59 / 60}, galaxy, allowed) == []
+    assert reproduce.compare({**galaxy, "fraction_vae_better": 55 / 60}, galaxy, allowed)
+    # A group's fraction is counted over the group: one of 7 isolated stamps may flip.
+    assert reproduce.compare({**galaxy, "fraction_vae_better_isolated": 1.0}, galaxy,
+                             allowed) == []
+    assert reproduce.compare({**galaxy, "fraction_vae_better_isolated": 3 / 7}, galaxy, allowed)
+    # A scale is relative: 1e-4 of it is round-off, 1% is not.
+    assert reproduce.compare({**galaxy, "vae_log_prob_mean": -7179.9}, galaxy, allowed) == []
+    assert reproduce.compare({**galaxy, "vae_log_prob_mean": -7251.0}, galaxy, allowed)
+
+    # A tiny MSE fails by its own scale, not by an absolute 5e-3 it could never reach.
+    dcae = {"maps": 200, "mse_dcae": 5.8e-6}
+    worse = reproduce.compare({"maps": 200, "mse_dcae": 6.4e-6}, dcae,
+                              lambda m, w: reproduce.verify_tolerance(m, w, dcae))
+    assert worse == ["mse_dcae: measured 6.4e-06, manifest 5.8e-06 (allowed difference 5.8e-09)"]
+    missing = reproduce.compare({}, dcae, lambda m, w: 0.0)
+    assert missing == ["maps: in the manifest, not measured", "mse_dcae: in the manifest, "
+                       "not measured"]
+
+
 @pytest.mark.slow  # regenerates each entry's check set with the case's simulator
 @pytest.mark.parametrize("key", SHIPPED)
 def test_shipped_model_reproduces_manifest_metrics(key, verify_data):
     outcome = reproduce.verify(key, data_dir=verify_data)
     assert outcome["problems"] == [], outcome
+
+
+def _degraded_copy(key: str, folder) -> None:
+    """``folder`` as a pretrained folder where entry ``key``'s last kernel is zeroed: one
+    weight tensor, the one nearest the output, so every metric of the model moves."""
+    import keras
+
+    entry = manifest.load_manifest()[key]
+    model = modelzoo.get(entry["model"], weights=entry["tag"])
+    kernel = [var for var in model.weights if var.path.endswith("kernel")][-1]
+    kernel.assign(keras.ops.zeros_like(kernel))
+    path = folder / entry["file"]
+    pretrained.write_compact(model, path)
+    degraded = {**entry, "sha256": pretrained.sha256_of(path), "bytes": path.stat().st_size}
+    (folder / manifest.MANIFEST).write_text(json.dumps({key: degraded}))
+
+
+DEFAULTS = [k for k in SHIPPED if manifest.load_manifest()[k].get("default")]
+
+
+@pytest.mark.slow  # evaluates each default entry on its check set (shared with the test above)
+@pytest.mark.parametrize("key", DEFAULTS)
+def test_verify_fails_on_degraded_weights(key, verify_data, tmp_path, monkeypatch):
+    _degraded_copy(key, tmp_path)
+    monkeypatch.setattr(manifest, "PRETRAINED_DIR", tmp_path)
+    assert reproduce.verify(key, data_dir=verify_data)["problems"]
 
 
 
