@@ -189,6 +189,18 @@ def test_average_precision_known_answers():
     assert average_precision([fp_first], one, 0) == pytest.approx(0.5)
 
 
+def test_a_detection_whose_best_box_is_taken_is_a_false_positive():
+    # Boxes A and B overlap (IoU 0.43). The first detection is A; the second overlaps A by IoU
+    # 0.74 and B by 0.6. The VOC devkit scores it against A, already taken: a false positive
+    # (TP, FP on 2 boxes: AP 1/2). COCO-style greedy matching would give it B (AP 1).
+    truth = [np.array([[0, 0, 10, 10, 0], [0, 4, 10, 14, 0]], float)]
+    found = [_det([0, 0, 10, 10, 0, 0.9], [0, 1.5, 10, 11.5, 0, 0.8])]
+    assert average_precision(found, truth, 0) == pytest.approx(0.5)
+    # Alone, the second detection is a true positive of A.
+    assert average_precision([found[0][1:]], truth, 0) == pytest.approx(0.5)
+    assert average_precision([found[0][1:]], [truth[0][1:]], 0) == 1.0
+
+
 def test_iou_threshold_decides_a_loose_box():
     truth = [np.array([[0, 0, 10, 10, 1]], float)]
     loose = [_det([0, 0, 10, 30, 1, 0.9])]  # IoU 1/3

@@ -1,9 +1,11 @@
 """VOC-style average precision of box detections, per class and averaged (mAP).
 
-Matching follows PASCAL VOC (Everingham et al., IJCV 2010): detections of one class, best score
-first over all images, each matched to the not-yet-matched ground-truth box of that class in the
-same image with the highest IoU, a true positive when that IoU reaches the threshold, else a
-false positive (a second detection of a matched box is a false positive). AP is the area under
+Matching follows the PASCAL VOC devkit (Everingham et al., IJCV 2010), as Racah et al. 2017 used:
+detections of one class, best score first over all images, each compared with the ground-truth
+box of that class in the same image with the highest IoU; a true positive when that IoU reaches
+the threshold and the box is not yet taken, else a false positive. A detection whose best box is
+taken does not fall through to its next-best box (COCO's greedy matching does; it scores higher
+where boxes crowd). AP is the area under
 the precision-recall curve with precision made monotone (VOC 2010 and later, every point).
 Racah et al. 2017 report mAP at IoU 0.5 and 0.1. (scikit-learn's average_precision_score
 ranks scored samples; it has no box matching and no missed boxes, hence this module.)
@@ -41,9 +43,8 @@ def average_precision(
         if not len(gt[image]):
             continue
         overlaps = iou(det[None, :4], gt[image][:, :4])[0]
-        overlaps[matched[image]] = -1.0
         best = int(np.argmax(overlaps))
-        if overlaps[best] >= iou_threshold:
+        if overlaps[best] >= iou_threshold and not matched[image][best]:
             matched[image][best] = True
             hits[k] = 1.0
     tp = np.cumsum(hits)
