@@ -30,6 +30,7 @@ setup(
         "scikit-learn>=1.4",
         "matplotlib>=3.8",
         "threadpoolctl>=3.1",
+        "pooch>=1.8",
     ],
     extras_require={
         # Field libraries of the synthetic data generators, CF-netCDF input, the search.

@@ -10,6 +10,10 @@ offline mirror, a shared folder on a cluster). Every load checks the full sha256
 first, so a tampered, truncated or Git-LFS-pointer file is refused with the path and both
 hashes, never half-loaded (keras#20271, kkweon/mnist-competition#1).
 
+An entry may instead carry a ``url``: its file is then fetched once, with pooch, into a cache
+(``MODELZOO_CACHE_DIR``, else the user's cache folder) and its sha256 checked there, so that large
+weights (3-D models) need not travel in the repository or the wheel.
+
 A model folder (keras-hub's preset layout, as written by :func:`save_pretrained` and by
 ``modelzoo train``) holds ``config.json`` (model name + builder config), ``model.weights.h5``
 and ``metadata.json`` (sha256, versions, metrics); :func:`from_pretrained` rebuilds it offline.
@@ -78,6 +82,37 @@ def resolve(name: str, weights: str) -> tuple[str, dict[str, Any]]:
                 f"{name!r} has no weights {weights!r}; available: {', '.join(sorted(entries))}"
             )
     return key, entries[key]
+
+
+def cache_dir() -> Path:
+    """Where entries with a ``url`` are downloaded: ``MODELZOO_CACHE_DIR``, else the user's
+    cache folder (``~/.cache/modelzoo`` on Linux)."""
+    import pooch
+
+    return Path(os.environ.get("MODELZOO_CACHE_DIR") or pooch.os_cache("modelzoo"))
+
+
+def entry_file(key: str, entry: dict[str, Any]) -> Path:
+    """The weights file of manifest entry ``key``, checked against its sha256 and size: in the
+    pretrained folder, or downloaded from the entry's ``url`` into :func:`cache_dir` (once;
+    a cached file is re-hashed on every use, a mismatching download is deleted)."""
+    if "url" not in entry:
+        path = manifest.PRETRAINED_DIR / entry["file"]
+    else:
+        import pooch
+
+        try:
+            path = Path(pooch.retrieve(entry["url"], known_hash=f"sha256:{entry['sha256']}",
+                                       fname=entry["file"], path=cache_dir(), progressbar=False))
+        except ValueError as err:  # pooch's hash mismatch
+            got = str(err).partition(" but got ")[2].partition(".")[0] or "another"
+            raise PretrainedError(
+                f"{entry['url']}: downloaded sha256 {got} does not match {key}'s {entry['sha256']}"
+                "; the file was not kept") from None
+        except OSError as err:  # requests' errors are OSErrors
+            raise PretrainedError(f"{entry['url']}: cannot download {key} ({err})") from None
+    _check_file(path, entry["sha256"], entry["bytes"])
+    return path
 
 
 def _check_file(path: Path, sha256: str | None, size: int | None) -> None:
@@ -188,8 +223,7 @@ def _shipped_model(name: str, weights: str, config: dict[str, Any]) -> keras.Mod
     defaults = registry.get_spec(name).defaults
     trained = {**json.loads(json.dumps(defaults)), **entry["config"]}
     conflicts = {k: v for k, v in config.items() if json.loads(json.dumps(v)) != trained.get(k)}
-    path = manifest.PRETRAINED_DIR / entry["file"]
-    _check_file(path, entry["sha256"], entry["bytes"])
+    path = entry_file(key, entry)
     built = {**entry["config"], **conflicts}
     try:
         model = registry.build(name, **built)
@@ -234,9 +268,7 @@ def _load_into(model: keras.Model, source: str | os.PathLike) -> keras.Model:
     """
     source_str = os.fspath(source)
     if source_str in load_manifest():
-        entry = load_manifest()[source_str]
-        path = manifest.PRETRAINED_DIR / entry["file"]
-        _check_file(path, entry["sha256"], entry["bytes"])
+        path = entry_file(source_str, load_manifest()[source_str])
     elif os.path.isdir(source_str):
         path = Path(source_str) / WEIGHTS_FILE
         meta_path = Path(source_str) / "metadata.json"

@@ -73,6 +73,60 @@ def test_tampered_truncated_missing_and_mismatched(tmp_path, monkeypatch):
                               "lhc_cnn.test")
 
 
+@pytest.fixture
+def weights_server(tmp_path):
+    """A local HTTP server over ``tmp_path / "served"``: (folder, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+def test_url_entry_downloads_once_verifies_and_refuses_a_wrong_hash(tmp_path, monkeypatch,
+                                                                     weights_server):
+    original, path = _fake_shipped(tmp_path, monkeypatch)
+    served, base = weights_server
+    path.rename(served / path.name)
+    entries = json.loads((tmp_path / "manifest.json").read_text())
+    entries["lhc_cnn.test"]["url"] = f"{base}/{path.name}"
+    (tmp_path / "manifest.json").write_text(json.dumps(entries))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MODELZOO_CACHE_DIR", str(cache))
+
+    _same_weights(original, modelzoo.get("lhc_cnn", weights="default"), rtol=1e-3, atol=1e-4)
+    assert (cache / path.name).exists()
+    # Once fetched, the cached copy is used: the server no longer needs to hold the file.
+    (served / path.name).rename(tmp_path / "elsewhere.h5")
+    _same_weights(original, modelzoo.get("lhc_cnn", weights="default"), rtol=1e-3, atol=1e-4)
+
+    # A served file that is not the manifest's is refused in one line and not kept.
+    (cache / path.name).unlink()
+    (tmp_path / "elsewhere.h5").rename(served / path.name)
+    entries["lhc_cnn.test"]["sha256"] = "0" * 64
+    (tmp_path / "manifest.json").write_text(json.dumps(entries))
+    with pytest.raises(modelzoo.PretrainedError) as err:
+        modelzoo.get("lhc_cnn", weights="default")
+    assert "\n" not in str(err.value)
+    assert f"downloaded sha256 {pretrained.sha256_of(served / path.name)} does not match " \
+        f"lhc_cnn.test's {'0' * 64}; the file was not kept" in str(err.value)
+    assert not (cache / path.name).exists()
+
+    entries["lhc_cnn.test"]["url"] = f"{base}/missing.h5"
+    (tmp_path / "manifest.json").write_text(json.dumps(entries))
+    with pytest.raises(modelzoo.PretrainedError, match="missing.h5: cannot download lhc_cnn"):
+        modelzoo.get("lhc_cnn", weights="default")
+
+
 def test_save_pretrained_and_get_round_trip(tmp_path):
     model = modelzoo.get("lhc_cnn", **TINY)
     folder = modelzoo.save_pretrained(model, tmp_path / "mine", metadata={"note": "mine"})
@@ -108,9 +162,12 @@ def test_manifest_files_exist_and_hash_right():
         assert path.stat().st_size == entry["bytes"], key
         assert pretrained.sha256_of(path) == entry["sha256"], key
     # The weights travel in the repository and in the wheel: a clone and a pip install stay
-    # quick (the largest entry, ecog_mlp at the published width, is 22 MB as float16).
+    # quick (the largest entry, ecog_mlp at the published width, is 22 MB as float16). Only
+    # default entries ship; larger weights carry a URL and are fetched into a cache.
     sizes = {p.name: p.stat().st_size for p in manifest.PRETRAINED_DIR.glob("*")}
-    assert max(sizes.values()) < 25e6 and sum(sizes.values()) < 64e6, sizes
+    assert max(sizes.values()) < 25e6 and sum(sizes.values()) < 50 * 2**20, sizes
+    superseded = [k for k, e in manifest.load_manifest().items() if not e.get("default")]
+    assert superseded == [], superseded
 
 
 @pytest.fixture(scope="module")
