@@ -242,14 +242,15 @@ def _denominator(metric: str, expected: dict[str, Any]) -> int | None:
 
 
 def verify_tolerance(metric: str, want: float, expected: dict[str, Any], *, flips: int = 2,
-                     relative: float = 1e-3) -> float:
+                     relative: float = 1e-2) -> float:
     """Absolute difference allowed between a re-measured metric and the manifest's.
 
     A fraction of ``n`` samples (accuracy, AUC, AP, ...) may move by ``flips / n``: a score on
     a threshold can land on the other side on another CPU (oneDNN, vector width), and a real
     regression moves many samples. A count may move by ``flips``. Any other number (an MSE, a
-    log-probability, a ratio) is a scale and may move by ``relative`` of itself: float32
-    round-off is ~1e-7 of each term, so a 1e-3 drift is a changed model, not a changed CPU."""
+    log-probability, a ratio) is a scale and may move by ``relative`` of itself: regenerating a
+    set moves a mean over it by up to ~2e-3 (cosmo_dcae's corrupted-input MSE, which no weight
+    touches: 0.13%), while a degraded model moves it by tens of percent."""
     if isinstance(want, int) and not isinstance(want, bool):
         return float(flips)
     if _is_fraction(metric, want):
@@ -275,7 +276,7 @@ def compare(measured: dict[str, float], expected: dict[str, float],
     return problems
 
 
-def verify(key: str, data_dir: str | None = None, *, flips: int = 2, relative: float = 1e-3,
+def verify(key: str, data_dir: str | None = None, *, flips: int = 2, relative: float = 1e-2,
            full: bool = False) -> dict[str, Any]:
     """Shipped weights on the regenerated evaluation set must give the manifest metrics: the
     ``check`` set and ``check_metrics`` where the entry has them, unless ``full`` (the whole
