@@ -170,6 +170,16 @@ def test_manifest_files_exist_and_hash_right():
     assert superseded == [], superseded
 
 
+def test_check_sets_measure_what_the_evaluation_sets_do():
+    # A check set too small for a comparison (the LHC operating point refused for want of
+    # background events) would leave verify re-checking only the side metrics.
+    for key, entry in manifest.load_manifest().items():
+        if "check_metrics" in entry:
+            skipped = set(entry["metrics"]) - set(entry["check_metrics"]) - reproduce.UNTIMED
+            assert not skipped, (key, skipped)
+            assert "operating_point_refused" not in entry["check_metrics"], key
+
+
 @pytest.fixture(scope="module")
 def verify_data(tmp_path_factory) -> str:
     """One folder for every entry's regenerated sets: entries with the same set share it."""
