@@ -20,8 +20,6 @@ import numpy as np
 
 from modelzoo import manifest, pretrained, reproduce
 
-SAMPLE_COUNTS = ("events", "trials", "stamps", "patches", "maps", "images")
-
 
 def bootstrap_fraction(value: float, n: int, replicates: int = 10000, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float]:
@@ -39,7 +37,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13, 14, 15])
     parser.add_argument("--metrics", nargs="*", help="metrics to print (default: all numbers)")
     parser.add_argument("--data-dir", default="runs/shipped_over_seeds")
+    parser.add_argument("--n", nargs="*", default=[], metavar="METRIC=N",
+                        help="samples of a metric measured on a subset the manifest does not "
+                        "count, e.g. code_knn_accuracy_ibd_vs_accidental=2000")
     args = parser.parse_args()
+    args.n = {name: int(count) for name, _, count in (a.partition("=") for a in args.n)}
     os.makedirs(args.data_dir, exist_ok=True)
     report = {}
     for key in args.keys:
@@ -51,7 +53,6 @@ def main() -> None:
             moved["data_recipe"]["eval"]["seed"] = seed
             per_seed[seed] = reproduce.evaluate_model(model, moved, args.data_dir)
         shipped = entry["metrics"]
-        n = next(shipped[c] for c in SAMPLE_COUNTS if c in shipped)
         names = args.metrics or [m for m, v in shipped.items()
                                  if isinstance(v, float) and m not in reproduce.UNTIMED]
         report[key] = {}
@@ -60,7 +61,11 @@ def main() -> None:
             row = {"shipped": shipped.get(metric), "seeds": values.tolist(),
                    "mean": float(values.mean()), "min": float(values.min()),
                    "max": float(values.max())}
-            if reproduce._is_fraction(metric, shipped.get(metric, -1.0)):
+            n = args.n.get(metric) or reproduce._denominator(metric, shipped)
+            if n and reproduce._is_fraction(metric, shipped.get(metric, -1.0)) and (
+                    "purity" not in metric):
+                # n: the whole set, the group a metric names (events_ibd) or --n. A purity is
+                # a fraction of clustered items, not of samples: its spread is over seeds.
                 row["shipped_ci95"] = bootstrap_fraction(shipped[metric], n)
             report[key][metric] = row
             ci = row.get("shipped_ci95")
