@@ -357,7 +357,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("pretrained", help="shipped weights: list, verify, re-create from scratch")
     p.add_argument("action", choices=("list", "verify", "recreate", "publish"))
     p.add_argument("key", nargs="?",
-                   help="manifest entry, e.g. lhc_cnn.pythia_presel_v2 (verify: all); publish: MODEL")
+                   help="entry, e.g. lhc_cnn.pythia_presel_v2 (verify: all); publish: MODEL")
     p.add_argument("--work-dir", default="runs/recreate", help="data and run folder")
     p.add_argument("--tag", help="publish: entry tag, e.g. pythia_presel_v3")
     p.add_argument("--data-recipe", help='publish: JSON {"generator": ..., "train": {...}, '

@@ -8,7 +8,8 @@
 # CELL_LAYERS=2 (4-pixel cells), BOX_SIZE=sqrt (YOLO v1's square-root box sizes) and EPOCHS
 # give the other variants measured in modelzoo/climate/README.md.
 # Written through `modelzoo pretrained publish` as climate_detector.$TAG, the default entry;
-# the manifest's climate_detector.synthetic_v1 keeps the 8-pixel-cell numbers to compare.
+# the 8-pixel-cell numbers of climate_detector.synthetic_v1 (no longer shipped) are in
+# modelzoo/climate/README.md.
 # About 4-6 minutes on 2 shared cores.
 # Usage: scripts/climate_detector.sh [WORK_DIR]   (default runs/climate_detector)
 set -euo pipefail

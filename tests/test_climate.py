@@ -519,11 +519,16 @@ def test_patch_classifier_trains_far_above_chance(tmp_path):
     assert (tmp_path / "run" / "confusion.png").exists()
 
 
+# AP@0.5 on tropical cyclones of the superseded climate_detector.synthetic_v1 (8-pixel cells,
+# 15 epochs) on its evaluation set, measured when it shipped; only default entries ship now.
+COARSE_CELLS_TC_AP5 = 0.026
+
+
 @pytest.mark.slow
 def test_detector_finds_synthetic_storms(tmp_path):
     """A short run with the shipped entry's 2-pixel cells places tropical cyclones better
     (AP@0.5) than the 8-pixel-cell entry it replaced did after its full training."""
-    from modelzoo import manifest, training
+    from modelzoo import training
 
     train = generate_extreme_weather(tmp_path / "t.h5", n_images=160, seed=21, progress=False,
                                      processes=2, **REGION).path
@@ -536,8 +541,7 @@ def test_detector_finds_synthetic_storms(tmp_path):
         model_config={"input_shape": [64, 96, 16], "filters": [16, 32, 64], "cell_layers": 1})
     metrics = training.evaluate(result.run_dir, test, output_dir=str(tmp_path / "eval"))
     assert metrics["map_5"] > 0.1 and metrics["map_1"] > metrics["map_5"], metrics
-    coarse = manifest.load_manifest()["climate_detector.synthetic_v1"]["metrics"]
-    assert metrics["ap_5_tropical_cyclone"] > coarse["ap_5_tropical_cyclone"], metrics
+    assert metrics["ap_5_tropical_cyclone"] > COARSE_CELLS_TC_AP5, metrics
     assert (tmp_path / "eval" / "detections.png").exists()
 
 
