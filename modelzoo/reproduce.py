@@ -6,8 +6,10 @@ seeds), the training recipe and the metrics on a fixed evaluation set. From that
 * :func:`export` turns a finished run into a shipped entry (compact float16 weights, metrics
   measured on the evaluation set *after* the float16 round trip, so they reproduce exactly);
 * :func:`verify` regenerates the evaluation set and checks the shipped weights still give the
-  manifest's metrics (by default on the entry's small ``check`` set where it has one: an
-  evaluation set large enough for the published comparison can take many minutes to simulate);
+  manifest's metrics, each within its own tolerance (:func:`verify_tolerance`: a few samples of
+  a fraction's denominator, a relative share of a scale), by default on the entry's ``check``
+  set where it has one (an evaluation set large enough for the published comparison can take
+  many minutes to simulate; the check set is sized to re-measure the headline comparison too);
 * :func:`recreate` regenerates the training data, retrains by the recipe and checks the new
   metrics land within the entry's tolerance of the manifest.
 """
