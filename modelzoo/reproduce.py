@@ -31,8 +31,8 @@ from modelzoo.errors import ConfigError
 
 
 def manifest_entry(key: str) -> dict[str, Any]:
-    """The manifest entry ``key`` (e.g. ``lhc_cnn.pythia_v1``); a model name or an unknown key
-    is refused naming the entries there are."""
+    """The manifest entry ``key`` (e.g. ``lhc_cnn.pythia_presel_v2``); a model name or an
+    unknown key is refused naming the entries there are."""
     entries = manifest.load_manifest()
     if key in entries:
         return entries[key]

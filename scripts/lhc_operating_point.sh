@@ -18,6 +18,12 @@ WORK=${1:-runs/lhc_operating_point}
 PY=${PY:-.venv/bin/python}
 PROCS=${PROCS:-2}
 EPOCHS=${EPOCHS:-3}
+# Starting weights. The shipped entries were fine-tuned from lhc_cnn.pythia_v1 and
+# lhc_cnn_15pf.pythia_v1 (trained without preselection), which no longer ship: they are in the
+# repository's history (commit 464d098, pretrained/) or `modelzoo pretrained recreate` of that
+# manifest; pass their file or a run folder here, or start from the shipped entries.
+INIT_64=${INIT_64:-lhc_cnn.pythia_presel_v2}
+INIT_224=${INIT_224:-lhc_cnn_15pf.pythia_presel_v3}
 mkdir -p "$WORK"
 [ -f "$WORK/train.h5" ] || $PY -m modelzoo.cli data lhc --output "$WORK/train.h5" --preselection \
     --signal 3000 --background 3000 --seed 3100 --processes "$PROCS"
@@ -29,14 +35,14 @@ mkdir -p "$WORK"
 # shipped lhc_cnn.pythia_presel_v2 is the epoch-2 checkpoint of this run (lowest validation
 # loss: 0.046 against 0.091 after epoch 3).
 $PY -m modelzoo.cli train lhc_cnn --data "$WORK/train.h5" --output "$WORK/lhc_cnn" \
-    --init-weights lhc_cnn.pythia_v1 --epochs "$EPOCHS" --set optimizer.learning_rate=3e-4 \
+    --init-weights "$INIT_64" --epochs "$EPOCHS" --set optimizer.learning_rate=3e-4 \
     --set lr_schedule.warmup_epochs=0 --verbose 2
 evaluate() {
   $PY -m modelzoo.cli evaluate lhc_cnn --weights "$1" --data "$WORK/eval.h5" --output "$WORK/$2"
 }
 evaluate "$WORK/lhc_cnn/checkpoints/epoch-0002/model.weights.h5" eval_epoch2
 evaluate "$WORK/lhc_cnn" eval_epoch3
-evaluate lhc_cnn.pythia_v1 eval_pythia_v1
+evaluate "$INIT_64" eval_init
 echo "metrics.json and roc.png (selection point and CNN with 95% intervals) in $WORK/eval_*"
 
 # The 15PF network at 224 x 224 on the same events (same seeds), with WITH_15PF=1: measured
@@ -52,7 +58,7 @@ if [ "${WITH_15PF:-0}" = 1 ]; then
       --preselection --image-size 224 --signal 2000 --background 17100 \
       --slice-fractions 0.006,0.585,0.234,0.175 --seed 3101 --processes "$PROCS"
   $PY -m modelzoo.cli train lhc_cnn_15pf --data "$WORK/train224.h5" --output "$WORK/lhc_cnn_15pf" \
-      --init-weights lhc_cnn_15pf.pythia_v1 --epochs 2 --set optimizer.learning_rate=3e-4 \
+      --init-weights "$INIT_224" --epochs 2 --set optimizer.learning_rate=3e-4 \
       --set lr_schedule.warmup_epochs=0 --set train.precision=global --verbose 2
   $PY -m modelzoo.cli train lhc_cnn_15pf --data "$WORK/train224.h5" \
       --output "$WORK/lhc_cnn_15pf_aug" \
