@@ -27,6 +27,8 @@ A case's generator keeps its physics (a function drawing one unit of work) and w
 * one progress line style on stderr: ``label: done/total noun (pct%), rate noun/s, N s left``
   about every 5 seconds, then ``label: wrote N noun to PATH in S s (R noun/s)``;
 * one report type, :class:`GeneratorReport`;
+* a generator that writes a folder of files (CosmoFlow's TFRecords, DeepCAM's samples) uses
+  :func:`generated_folder` instead: the same, with ``path.partial/`` renamed when complete;
 * the file's root attribute ``generator_arguments`` (JSON) says how it was made, so that
   evaluating a shipped model on data made otherwise can say so (:mod:`modelzoo.reproduce`);
 * a write the machine cannot finish (disk full, file-size limit, quota) is one
@@ -41,6 +43,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import time
@@ -219,13 +222,12 @@ def hdf5_output(path: str | os.PathLike) -> Iterator[Any]:
         raise
 
 
-class GeneratedFile:
-    """The open output of :func:`generated_file`: ``file`` (an h5py File), ``results`` (the
+class GeneratedOutput:
+    """What :func:`generated_file` and :func:`generated_folder` yield: ``results`` (the
     workers' results), ``advance`` (the progress line) and ``details`` (for the report)."""
 
-    def __init__(self, file, results: Iterable[Any], label: str, noun: str, total: int,
+    def __init__(self, results: Iterable[Any], label: str, noun: str, total: int,
                  progress: bool) -> None:
-        self.file = file
         self.results = results
         self.label, self.noun, self.total, self.progress = label, noun, total, progress
         self.done = 0
@@ -250,6 +252,25 @@ class GeneratedFile:
         return time.perf_counter() - self._start
 
 
+class GeneratedFile(GeneratedOutput):
+    """The open output of :func:`generated_file`; ``file``: the h5py File being written."""
+
+    def __init__(self, file, results: Iterable[Any], label: str, noun: str, total: int,
+                 progress: bool) -> None:
+        super().__init__(results, label, noun, total, progress)
+        self.file = file
+
+
+class GeneratedFolder(GeneratedOutput):
+    """The open output of :func:`generated_folder`; ``folder``: where to write its files
+    (``NAME.partial/`` until it is complete)."""
+
+    def __init__(self, folder: Path, results: Iterable[Any], label: str, noun: str, total: int,
+                 progress: bool) -> None:
+        super().__init__(results, label, noun, total, progress)
+        self.folder = folder
+
+
 @contextlib.contextmanager
 def generated_file(path: str | os.PathLike, function: Callable[[Any], Any] | None = None,
                    tasks: list | tuple = (), *, label: str, noun: str, total: int,
@@ -269,6 +290,51 @@ def generated_file(path: str | os.PathLike, function: Callable[[Any], Any] | Non
         if arguments is not None:
             handle.attrs["generator_arguments"] = json.dumps(arguments, sort_keys=True)
         out = GeneratedFile(handle, results, label, noun, total, progress)
+        yield out
+    out.report = GeneratorReport(os.fspath(path), out.done, noun, out.seconds, out.details)
+    if progress:
+        print(out.report.summary(label), file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """The folder to write the folder ``path`` through: ``path.partial/`` next to it (made
+    fresh; the parent folder is created), renamed to ``path`` after the ``with`` block succeeds
+    and removed with everything in it if the block fails in any way (SIGTERM included). A
+    previous ``path`` stays until the new folder replaces it."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{target}: is a file; expected the name of a folder to write")
+    partial = partial_path(target)
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    except OSError as err:
+        raise DataError(f"{partial}: cannot create the folder ({err.strerror})") from None
+    with (machine_failures(target, cleanup=lambda: shutil.rmtree(partial, ignore_errors=True),
+                           kept="the previous folder is unchanged" if target.exists()
+                           else "no folder was written"),
+          _terminate_as_exception()):
+        yield partial
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(partial, target)
+
+
+@contextlib.contextmanager
+def generated_folder(path: str | os.PathLike, function: Callable[[Any], Any] | None = None,
+                     tasks: list | tuple = (), *, label: str, noun: str, total: int,
+                     processes: int = 1, ordered: bool = False, progress: bool = True
+                     ) -> Iterator[GeneratedFolder]:
+    """:func:`generated_file` for a generator that writes a folder of files (the workers may
+    write into ``out.folder``, ``path.partial/``, whose name :func:`partial_path` gives before
+    the block): the same pool, progress line and :class:`GeneratorReport`; the folder is
+    renamed to ``path`` once complete and removed on any failure."""
+    # The folder first and the pool inside it: workers may write into the folder as soon as
+    # they start, and on a failure the pool has ended them before the folder is removed.
+    with (atomic_folder(path) as partial,
+          worker_results(function, list(tasks), processes, ordered=ordered) as results):
+        out = GeneratedFolder(partial, results, label, noun, total, progress)
         yield out
     out.report = GeneratorReport(os.fspath(path), out.done, noun, out.seconds, out.details)
     if progress:

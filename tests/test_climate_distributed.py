@@ -18,7 +18,7 @@ def test_two_ranks_train_climate_models_to_identical_weights(tmp_path):
     images = generate_extreme_weather(tmp_path / "images.h5", n_images=16, seed=4,
                                       labelled_fraction=0.5, progress=False, **region).path
     samples = generate_deepcam(tmp_path / "deepcam", n_samples=8, seed=5, progress=False,
-                               **region)
+                               **region).path
     patches = extract_patches(images, tmp_path / "patches.h5", event="weather_front",
                               patch_size=(12, 16), progress=False).path
     reports = train_models([

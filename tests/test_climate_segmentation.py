@@ -234,7 +234,7 @@ def test_river_mask_covers_its_axis_and_stays_inside_the_filament():
 
 def test_generated_folder_has_both_classes_in_deepcam_layout(tmp_path):
     path = generate_deepcam(tmp_path / "dc", n_samples=4, height=192, width=288, seed=0,
-                            processes=2, progress=False)
+                            processes=2, progress=False).path
     opened = open_deepcam(path)
     block = opened.read(0, 4)
     assert block["data"].shape == (4, 192, 288, 16)
@@ -294,8 +294,10 @@ def test_threshold_baseline_finds_a_cyclone_and_a_river():
 def test_short_training_beats_all_background_on_mean_iou(tmp_path):
     from modelzoo import training
 
-    train = generate_deepcam(tmp_path / "train", n_samples=32, seed=1, progress=False, **REGION)
-    test = generate_deepcam(tmp_path / "test", n_samples=8, seed=2, progress=False, **REGION)
+    train = generate_deepcam(tmp_path / "train", n_samples=32, seed=1, progress=False,
+                             **REGION).path
+    test = generate_deepcam(tmp_path / "test", n_samples=8, seed=2, progress=False,
+                            **REGION).path
     training.train("climate_segmenter", train, run_dir=str(tmp_path / "run"), verbose=0,
                    overrides={"train.epochs": 8, "train.batch_size": 4,
                               "optimizer.learning_rate": 3e-3, "data.val_fraction": 0.0},
@@ -320,7 +322,7 @@ def test_shipped_weights_take_the_file_arrays_and_explain(tmp_path):
                  if e["model"] == "climate_segmenter" and e["default"])
     h, w, _ = entry["config"]["input_shape"]
     folder = generate_deepcam(tmp_path / "dc", n_samples=2, height=h, width=w, seed=77,
-                              progress=False)
+                              progress=False).path
     written = tmp_path / "predicted.h5"
     training.predict("climate_segmenter", "default", folder, str(written))
     raw = open_deepcam(folder).read(0, 2)["data"]

@@ -165,3 +165,128 @@ def test_a_full_disk_while_generating_keeps_the_previous_file_and_says_what_fail
     assert "Traceback" not in result.stderr
     assert output.read_bytes() == before and not parallel.partial_path(output).exists()
     _reader(case)(output)
+
+
+# The folder generators: their command with a tiny data set, and their reader.
+FOLDERS = {
+    "deepcam": (["climate", "deepcam", "--samples", "3", "--height", "16", "--width", "24"],
+                "modelzoo.climate.deepcam:open_deepcam", "modelzoo.climate.deepcam:write_sample"),
+    "cosmoflow": (["cosmology", "cosmoflow", "--volumes", "3", "--npix", "4", "--box-side",
+                   "32"], "modelzoo.cosmology.cosmoflow_reader:open_volumes",
+                  "modelzoo.cosmology.cosmoflow_generator:write_tfrecord"),
+}
+
+
+def _folder_reader(kind: str):
+    import importlib
+
+    module, _, function = FOLDERS[kind][1].partition(":")
+    read = getattr(importlib.import_module(module), function)
+    return (lambda path: read(str(path), {})) if kind == "cosmoflow" else read
+
+
+def _folder_command(kind: str, output) -> list[str]:
+    case, sub, *rest = FOLDERS[kind][0]
+    return ["data", case, sub, "--output", str(output), *rest]
+
+
+def test_the_folder_skeleton_removes_the_partial_folder_and_keeps_the_previous_one(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "kept.txt").write_text("previous")
+
+    def draw(task: int) -> int:
+        if task == 2:
+            raise RuntimeError("a bug in the physics")
+        return task
+
+    for stop in (RuntimeError, KeyboardInterrupt):
+        with pytest.raises(stop):
+            with parallel.generated_folder(target, draw, list(range(4)), label="t",
+                                           noun="rows", total=4, progress=False) as out:
+                assert out.folder == parallel.partial_path(target) and out.folder.is_dir()
+                for task in out.results:
+                    (out.folder / f"{task}.txt").write_text(str(task))
+                    out.advance(1)
+                    if stop is KeyboardInterrupt:
+                        raise stop()
+        assert not parallel.partial_path(target).exists()
+        assert [p.name for p in target.iterdir()] == ["kept.txt"]
+    with parallel.generated_folder(target, abs, [-1, -2], processes=2, ordered=True,
+                                   label="t", noun="rows", total=2, progress=False) as out:
+        for task in out.results:
+            (out.folder / f"{task}.txt").write_text(str(task))
+            out.advance(1)
+    assert sorted(p.name for p in target.iterdir()) == ["1.txt", "2.txt"]
+    assert not parallel.partial_path(target).exists()
+    assert out.report == parallel.GeneratorReport(str(target), 2, "rows", out.report.seconds, {})
+
+
+@pytest.mark.parametrize("kind", list(FOLDERS))
+def test_folder_generators_return_the_file_generators_report(kind, tmp_path, capsys,
+                                                             monkeypatch):
+    import importlib
+
+    from modelzoo import cli
+
+    output = tmp_path / "new" / "folder"
+    assert cli.main(_folder_command(kind, output)) == 0
+    assert output.is_dir() and not parallel.partial_path(output).exists()
+    _folder_reader(kind)(output)  # a folder its reader accepts
+    lines = capsys.readouterr().err.strip().splitlines()
+    label = "climate deepcam" if kind == "deepcam" else "cosmoflow"
+    assert lines[-1].startswith(f"{label}: wrote 3 ") and f"to {output} in " in lines[-1], lines
+    generate = {"deepcam": "modelzoo.climate.deepcam:generate_deepcam",
+                "cosmoflow": "modelzoo.cosmology.cosmoflow_generator:generate_volumes"}[kind]
+    module, _, function = generate.partition(":")
+    sizes = ({"n_samples": 3, "height": 16, "width": 24} if kind == "deepcam"
+             else {"n_volumes": 3, "npix": 4, "box_side": 32.0})
+    report = getattr(importlib.import_module(module), function)(tmp_path / "again",
+                                                                progress=False, **sizes)
+    assert type(report) is parallel.GeneratorReport
+    assert (report.path, report.rows) == (str(tmp_path / "again"), 3)
+
+    # A failure midway (the second file of the folder cannot be written): no folder at all.
+    module, _, function = FOLDERS[kind][2].partition(":")
+    write = getattr(importlib.import_module(module), function)
+    calls = []
+
+    def fail_second(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise OSError("the device went away")
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(importlib.import_module(module), function, fail_second)
+    failed = tmp_path / "failed"
+    with pytest.raises(OSError, match="the device went away"):
+        cli.main(_folder_command(kind, failed))
+    assert len(calls) == 2
+    assert not failed.exists() and not parallel.partial_path(failed).exists()
+    with pytest.raises(ZooError):
+        _folder_reader(kind)(failed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,large", [
+    ("deepcam", ["--samples", "400", "--height", "96", "--width", "144"]),
+    ("cosmoflow", ["--volumes", "400", "--npix", "32"]),
+])
+def test_a_folder_generator_killed_midway_leaves_no_folder_a_reader_accepts(kind, large,
+                                                                            tmp_path):
+    output = tmp_path / "out" / "folder"
+    partial = parallel.partial_path(output)
+    case, sub, *_ = FOLDERS[kind][0]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-m", "modelzoo.cli", "data", case, sub,
+                             "--output", str(output), "--processes", "2", *large],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while not (partial.exists() and any(partial.rglob("*.*"))) and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()  # midway: files are being written
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert not output.exists() and not partial.exists()
+    with pytest.raises(ZooError):
+        _folder_reader(kind)(output)

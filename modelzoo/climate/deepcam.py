@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +32,7 @@ import numpy as np
 
 from modelzoo.errors import ConfigError, DataError
 from modelzoo.hdf5 import shard_range
+from modelzoo.parallel import GeneratorReport, generated_folder, partial_path
 
 # The 16 channels of a DeepCAM sample, in the order of its last axis (as the data set's README
 # lists them; "Z100" is the zoo's name for the 1000 hPa height, as in modelzoo.climate.reader).
@@ -256,7 +254,7 @@ def generate_deepcam(
     seed: int = 0,
     processes: int = 1,
     progress: bool = True,
-) -> str:
+) -> GeneratorReport:
     """Write ``n_samples`` synthetic snapshots as a DeepCAM folder: ``data-NNNNNN.h5`` files
     (``climate/data`` (H, W, 16) in :data:`DEEPCAM_CHANNELS` order, ``climate/labels_0``
     (H, W) from :mod:`modelzoo.climate.masks`) and ``stats.h5`` over them.
@@ -264,50 +262,32 @@ def generate_deepcam(
     The fields are those of :func:`modelzoo.climate.generator.make_image` (sample ``i`` depends
     only on ``(seed, i)``), on any grid up to DeepCAM's 768 x 1152 (the whole globe by default;
     a regional ``lat_range``/``lon_range`` keeps storms several pixels wide on small grids).
-    The folder is written under ``<folder>.partial`` and renamed when complete, so a failed run
-    leaves no folder a reader accepts.
+    Written through :func:`modelzoo.parallel.generated_folder`, so a failed run leaves no
+    folder a reader accepts; returns what was written (``report.path``: the folder).
     """
     from modelzoo.climate.generator import Grid, land_mask
-    from modelzoo.parallel import worker_results
 
     if n_samples < 1 or height < 16 or width < 16:
         raise ConfigError(f"need n_samples >= 1 and a grid of at least 16 x 16, got {n_samples}, "
                           f"{height} x {width}")
-    target = os.fspath(folder)
+    target = os.fspath(folder).rstrip(os.sep)
     if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
         raise ConfigError(f"{target}: exists and is not an empty folder; choose a new folder")
     grid = Grid(height, width, tuple(lat_range), tuple(lon_range))
     if not (-90 <= grid.lat_range[0] < grid.lat_range[1] <= 90 and grid.dlon > 0):
         raise ConfigError(f"bad domain: lat_range {lat_range}, lon_range {lon_range}")
-    start = time.perf_counter()
-    partial = target.rstrip(os.sep) + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
     land = land_mask(grid)
     chunk = 2
-    jobs = [(seed, range(i, min(i + chunk, n_samples)), grid, land, partial)
+    jobs = [(seed, range(i, min(i + chunk, n_samples)), grid, land, os.fspath(partial_path(target)))
             for i in range(0, n_samples, chunk)]
     moments = np.zeros((n_samples, 4, len(DEEPCAM_CHANNELS)))
-    done = 0
-    try:
-        with worker_results(_write_samples, jobs, processes) as results:
-            for result in results:
-                for index, summary in result:
-                    moments[index] = summary
-                    done += 1
-                if progress:
-                    rate = done / (time.perf_counter() - start)
-                    print(f"climate deepcam: {done}/{n_samples} samples, {rate:.2f} samples/s",
-                          file=sys.stderr, flush=True)
-        write_stats(os.path.join(partial, STATS_FILE), n_samples, moments[:, 0].mean(0),
+    with generated_folder(target, _write_samples, jobs, processes=processes,
+                          label="climate deepcam", noun="samples", total=n_samples,
+                          progress=progress) as out:
+        for result in out.results:
+            for index, summary in result:
+                moments[index] = summary
+            out.advance(len(result))
+        write_stats(out.folder / STATS_FILE, n_samples, moments[:, 0].mean(0),
                     moments[:, 1].mean(0), moments[:, 2].min(0), moments[:, 3].max(0))
-        if os.path.isdir(target):
-            os.rmdir(target)  # empty, checked above
-        os.replace(partial, target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if progress:
-        print(f"climate deepcam: wrote {n_samples} samples to {target} in "
-              f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-    return target
+    return out.report

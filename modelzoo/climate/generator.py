@@ -468,7 +468,7 @@ def generate_climate(path: str | os.PathLike, *, kind: str = "images", progress:
                      event: str = "tropical_cyclone", patch_size: tuple[int, int] | None = None,
                      patch_channels: tuple[str, ...] | None = None,
                      negatives_per_event: float = 1.0,
-                     **image_args) -> GeneratorReport | str:
+                     **image_args) -> GeneratorReport:
     """The case's data for pretrained recipes: ``kind="images"`` writes the ExtremeWeather
     layout (:func:`generate_extreme_weather` with ``image_args``); ``kind="deepcam"`` a DeepCAM
     folder with masks (:func:`modelzoo.climate.deepcam.generate_deepcam`); ``kind="patches"`` writes

@@ -31,9 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +39,19 @@ import numpy as np
 from modelzoo.cosmology.cosmoflow_reader import PARAMETERS, write_tfrecord
 from modelzoo.cosmology.cosmoflow_statistics import mode_k
 from modelzoo.errors import ConfigError
-from modelzoo.parallel import worker_results
+from modelzoo.parallel import (
+    GeneratedOutput,
+    GeneratorReport,
+    generated_file,
+    generated_folder,
+    generator_arguments,
+    hdf5_output,
+)
 
 # Uniform ranges of (Omega_m, sigma_8, n_s, h), around Planck 2018 (the zoo's choice).
 RANGES = ((0.25, 0.35), (0.70, 0.90), (0.90, 1.02), (0.60, 0.76))
 REDSHIFTS = (0.0, 0.5, 1.5, 3.0)
 OMEGA_B = 0.049
-_PROGRESS_SECONDS = 5.0
 FORMATS = ("tfrecord", "hdf5")
 
 
@@ -161,20 +164,20 @@ def generate_volumes(
     seed: int = 0,
     processes: int = 1,
     progress: bool = True,
-) -> dict:
+) -> GeneratorReport:
     """Writes ``n_volumes`` synthetic volumes to the folder ``path`` (see the module docstring),
     or, when ``path`` ends in ``.h5``/``.hdf5``, to that one HDF5 file; the last
     ``val_fraction`` of them, other cosmologies than the training ones, validate. Consecutive
     volumes share a cosmology in groups of ``volumes_per_cosmology`` (independent fields: the
-    benchmark cuts each 512^3 simulation into 64 sub-volumes of one cosmology). Returns a
-    summary (paths, counts, seconds)."""
+    benchmark cuts each 512^3 simulation into 64 sub-volumes of one cosmology). Returns what
+    was written (``details["validation"]``: the validation volumes)."""
+    arguments = generator_arguments(locals())
     if n_volumes < 1 or npix < 2:
         raise ConfigError(f"need n_volumes >= 1 and npix >= 2, got {n_volumes} and {npix}")
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
         raise ConfigError(f"formats must be among {FORMATS}, got {list(formats)}")
     grid = Grid(npix, float(box_side), float(particles_per_mpc3))
-    start = time.perf_counter()
     if volumes_per_cosmology < 1:
         raise ConfigError(f"volumes_per_cosmology must be >= 1, got {volumes_per_cosmology}")
     cosmologies = -(-n_volumes // volumes_per_cosmology)
@@ -191,72 +194,61 @@ def generate_volumes(
     target = Path(path)
     single_file = target.suffix in (".h5", ".hdf5")
     formats = ("hdf5",) if single_file else formats
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    h5_path = partial if single_file else partial / "volumes.h5"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if not single_file:
-            partial.mkdir(parents=True)
-        for folder in ("train", "validation"):
-            if "tfrecord" in formats:
-                (partial / folder).mkdir()
-        tasks = [(i, seed, *tables[i], grid) for i in range(n_volumes)]
-        done, last = 0, start
-        with worker_results(_volume, tasks, processes) as results:
-            import h5py
-
-            handle = h5py.File(h5_path, "w") if "hdf5" in formats else None
-            try:
-                if handle is not None:
-                    x = handle.create_dataset("x", (n_volumes, npix, npix, npix, len(redshifts)),
-                                              "i2", chunks=(1, npix, npix, npix, len(redshifts)))
-                for index, counts in results:
-                    if handle is not None:
-                        x[index] = counts
-                    if "tfrecord" in formats:
-                        folder = "validation" if split[index] else "train"
-                        write_tfrecord(str(partial / folder / f"cosmoflow_{index:06d}.tfrecord"),
-                                       counts[None], targets[index][None], gzip=gzip)
-                    done += 1
-                    now = time.perf_counter()
-                    if progress and (done == n_volumes or now - last >= _PROGRESS_SECONDS):
-                        last = now
-                        rate = done / (now - start)
-                        print(f"cosmoflow: {done}/{n_volumes} volumes, {rate:.2f} volumes/s, "
-                              f"{(n_volumes - done) / rate:.0f} s left", file=sys.stderr,
-                              flush=True)
-                if handle is not None:
-                    handle.create_dataset("y", data=targets)
-                    handle.create_dataset("parameters", data=parameters.astype(np.float32))
-                    handle.create_dataset("split", data=split)
-                    handle.attrs.update(
-                        parameter_names=json.dumps(PARAMETERS), ranges=json.dumps(RANGES),
-                        redshifts=json.dumps(list(redshifts)), box_side_mpc_h=grid.box_side,
-                        mean_count=grid.mean_count, seed=seed,
-                        generator="modelzoo.cosmology.cosmoflow_generator (pyccl, lognormal)")
-            finally:
-                if handle is not None:
-                    handle.close()
-        if not single_file:
-            with open(partial / "parameters.json", "w") as fh:
+    tasks = [(i, seed, *tables[i], grid) for i in range(n_volumes)]
+    progress_line = dict(label="cosmoflow", noun="volumes", total=n_volumes, processes=processes,
+                         progress=progress)
+    if single_file:
+        with generated_file(target, _volume, tasks, arguments=arguments,
+                            **progress_line) as out:
+            _write_volumes(out, out.file, None, grid, redshifts, seed, split, targets,
+                           parameters, gzip)
+    else:
+        with generated_folder(target, _volume, tasks, **progress_line) as out:
+            for folder in ("train", "validation"):
+                if "tfrecord" in formats:
+                    (out.folder / folder).mkdir()
+            if "hdf5" in formats:
+                with hdf5_output(out.folder / "volumes.h5") as handle:
+                    handle.attrs["generator_arguments"] = json.dumps(arguments, sort_keys=True)
+                    _write_volumes(out, handle, formats, grid, redshifts, seed, split, targets,
+                                   parameters, gzip)
+            else:
+                _write_volumes(out, None, formats, grid, redshifts, seed, split, targets,
+                               parameters, gzip)
+            with open(out.folder / "parameters.json", "w") as fh:
                 json.dump({"names": PARAMETERS, "ranges": RANGES, "redshifts": list(redshifts),
                            "box_side_mpc_h": grid.box_side, "npix": npix,
                            "mean_count": grid.mean_count, "seed": seed,
                            "parameters": parameters.tolist(), "split": split.tolist()}, fh)
-            shutil.rmtree(target, ignore_errors=True)
-        os.replace(partial, target)
-    except BaseException:
-        if partial.is_dir():
-            shutil.rmtree(partial, ignore_errors=True)
-        else:
-            partial.unlink(missing_ok=True)
-        raise
-    seconds = time.perf_counter() - start
-    if progress:
-        print(f"cosmoflow: wrote {n_volumes} volumes of {npix}^3 x {len(redshifts)} to {target} "
-              f"in {seconds:.1f} s", file=sys.stderr, flush=True)
-    return {"path": str(target), "volumes": n_volumes, "validation": num_val, "seconds": seconds}
+    out.details = {"validation": num_val}
+    return out.report
+
+
+def _write_volumes(out: GeneratedOutput, handle, formats: tuple[str, ...] | None, grid: Grid,
+                   redshifts: tuple[float, ...], seed: int, split: np.ndarray,
+                   targets: np.ndarray, parameters: np.ndarray, gzip: bool) -> None:
+    """The workers' volumes into ``handle`` (an HDF5 file, or None) and, with ``formats``
+    naming tfrecord, one TFRecord file per volume under ``out.folder``."""
+    if handle is not None:
+        x = handle.create_dataset("x", (len(split), *(grid.npix,) * 3, len(redshifts)), "i2",
+                                  chunks=(1, *(grid.npix,) * 3, len(redshifts)))
+    for index, counts in out.results:
+        if handle is not None:
+            x[index] = counts
+        if formats and "tfrecord" in formats:
+            folder = "validation" if split[index] else "train"
+            write_tfrecord(str(out.folder / folder / f"cosmoflow_{index:06d}.tfrecord"),
+                           counts[None], targets[index][None], gzip=gzip)
+        out.advance(1)
+    if handle is not None:
+        handle.create_dataset("y", data=targets)
+        handle.create_dataset("parameters", data=parameters.astype(np.float32))
+        handle.create_dataset("split", data=split)
+        handle.attrs.update(
+            parameter_names=json.dumps(PARAMETERS), ranges=json.dumps(RANGES),
+            redshifts=json.dumps(list(redshifts)), box_side_mpc_h=grid.box_side,
+            mean_count=grid.mean_count, seed=seed,
+            generator="modelzoo.cosmology.cosmoflow_generator (pyccl, lognormal)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
