@@ -16,6 +16,8 @@ LIMITATIONS = (
 
 def model_card(name: str) -> str:
     """Markdown card for registered model ``name``, with its shipped entries' metrics."""
+    from modelzoo.reproduce import data_commands
+
     spec = registry.get_spec(name)
     lines = [
         f"# {name}",
@@ -65,7 +67,8 @@ def model_card(name: str) -> str:
             entry.get("description", ""),
             "",
             f"- file `{entry['file']}`, {entry['bytes']:,} bytes, sha256 `{entry['sha256']}`",
-            f"- data: `{json.dumps(entry['data_recipe'])}`",
+            "- data, made by:",
+            *(f"  - {split}: `{command}`" for split, command in data_commands(key).items()),
             f"- trained {entry['date']} with modelzoo {entry['modelzoo_version']}, "
             f"Keras {entry['keras_version']}, TensorFlow {entry['tensorflow_version']}",
             "",

@@ -85,6 +85,26 @@ def generator_flags(kind: str, settings: dict[str, Any], output: str = "FILE") -
     return words
 
 
+def data_commands(key: str) -> dict[str, str]:
+    """For each set of entry ``key``'s data recipe (train, eval, check), the ``modelzoo data``
+    command that writes it, to paste into a shell: the generator's own flags
+    (:func:`generator_flags`) where every setting has one, else ``--from-entry``."""
+    import shlex
+
+    recipe = manifest_entry(key).get("data_recipe") or {}
+    commands = {}
+    for split, settings in recipe.items():
+        if split == "generator":
+            continue
+        words = generator_flags(recipe["generator"], settings, f"{split}.h5")
+        if any(not w.startswith("-") and "=" in w for w in words):  # a setting without a flag
+            words = ["--from-entry", key, "--entry-split", split, "--output", f"{split}.h5"]
+        else:
+            words.insert(0, recipe["generator"])
+        commands[split] = shlex.join(["modelzoo", "data", *words])
+    return commands
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal settings, numbers compared as numbers (a CLI's 60.0 is a recipe's 60)."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):

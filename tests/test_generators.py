@@ -290,3 +290,38 @@ def test_a_folder_generator_killed_midway_leaves_no_folder_a_reader_accepts(kind
     assert not output.exists() and not partial.exists()
     with pytest.raises(ZooError):
         _folder_reader(kind)(output)
+
+
+@pytest.mark.parametrize("key,tiny", [
+    ("ecog_logreg.synthetic_v1", {"--trials": "4"}),
+    ("dayabay_cnn.synthetic_v1", {"--ibd": "2", "--accidentals": "2", "--flashers": "2",
+                                  "--muons": "2"}),
+])
+def test_a_cards_data_command_pasted_writes_the_entrys_data(key, tiny, tmp_path, capsys):
+    """The card prints each data set of an entry as a ``modelzoo data`` command with the CLI's
+    own flags; run as printed (sizes made tiny), it writes a file made with the recipe's
+    settings."""
+    import json
+    import shlex
+
+    from modelzoo import cli, manifest
+
+    entry = manifest.load_manifest()[key]
+    assert cli.main(["card", entry["model"]]) == 0
+    card = capsys.readouterr().out
+    section = card.split(f"### `{key}`")[1].split("### ")[0]
+    line = next(line for line in section.splitlines() if line.strip().startswith("- eval: `"))
+    words = shlex.split(line.split("`")[1])
+    assert words[:2] == ["modelzoo", "data"] and not any("=" in w for w in words)
+    for flag, value in tiny.items():
+        words[words.index(flag) + 1] = value
+    output = tmp_path / "eval.h5"
+    words[words.index("--output") + 1] = str(output)
+    assert cli.main(words[1:]) == 0
+    with h5py.File(output, "r") as fh:
+        made = json.loads(fh.attrs["generator_arguments"])
+    wanted = entry["data_recipe"]["eval"]
+    sizes = {k for k in wanted if k.startswith("n_")}
+    assert {k: made[k] for k in wanted if k not in sizes} == {
+        k: v for k, v in wanted.items() if k not in sizes}
+    assert {made[k] for k in sizes} == {int(v) for v in tiny.values()}
