@@ -270,7 +270,7 @@ def test_folder_generators_return_the_file_generators_report(kind, tmp_path, cap
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,large", [
     ("deepcam", ["--samples", "400", "--height", "96", "--width", "144"]),
-    ("cosmoflow", ["--volumes", "400", "--npix", "32"]),
+    ("cosmoflow", ["--volumes", "400", "--npix", "32", "--volumes-per-cosmology", "100"]),
 ])
 def test_a_folder_generator_killed_midway_leaves_no_folder_a_reader_accepts(kind, large,
                                                                             tmp_path):
