@@ -109,6 +109,13 @@ def test_pool_results_keep_task_order_when_asked(tmp_path):
                                                   out.report.seconds, {})
 
 
+def _default_interrupt() -> None:
+    """Ctrl-C as a user's terminal delivers it: a suite started in the background by a
+    non-interactive shell (as CI may) runs with SIGINT ignored, which every child inherits, and
+    Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
                          ids=["term", "int", "kill"])
@@ -119,7 +126,8 @@ def test_a_generator_killed_midway_leaves_no_file_a_reader_accepts(case, how, tm
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen([sys.executable, "-m", "modelzoo.cli",
                              *_data_command(case, output, LARGE[case])],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_interrupt)
     while not partial.exists() and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.3)  # midway: rows are being written
