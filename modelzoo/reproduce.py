@@ -173,9 +173,14 @@ def evaluate_model(model, entry: dict[str, Any], data_dir: str | os.PathLike,
     eval_path = data_path(data_dir, data["generator"], split, data[split])
     generate(data["generator"], eval_path, data[split])
     task = registry.get_task(entry["recipe"]["task"])
-    return task.evaluate(
-        model, str(eval_path), entry["recipe"].get("data", {}), "all", None, distributed.init()
-    )
+    data_cfg = dict(entry["recipe"].get("data", {}))
+    # A task whose baselines fit on the model's own training set is handed that set, under the
+    # data key it names, so that they are measured as the model is.
+    key = getattr(task, "training_file_key", None)
+    if key and "train" in data:
+        train_path = data_path(data_dir, data["generator"], "train", data["train"])
+        data_cfg[key] = str(generate(data["generator"], train_path, data["train"]))
+    return task.evaluate(model, str(eval_path), data_cfg, "all", None, distributed.init())
 
 
 def export(

@@ -483,3 +483,99 @@ def test_short_dcae_training_denoises_shape_noise(tmp_path):
     assert result["target"].startswith("noiseless")
     assert result["mse_ratio_to_noisy_hi"] < 0.9, result
     assert result["fraction_maps_better_than_noisy"] > 0.8, result
+
+
+def _white_maps(path, amplitudes, labels, omega_m, sigma_8, npix=64, seed=0):
+    """Hand-made maps: white noise of the given amplitude per map (its power spectrum is the
+    amplitude squared at every ell), with the given labels and parameters."""
+    rng = np.random.default_rng(seed)
+    kappa = (np.asarray(amplitudes)[:, None, None] * 0.01
+             * rng.standard_normal((len(amplitudes), npix, npix))).astype(np.float32)
+    return _write(path, kappa=kappa, label=np.asarray(labels, np.int32),
+                  omega_m=np.asarray(omega_m, np.float32), sigma_8=np.asarray(sigma_8, np.float32))
+
+
+def test_classification_baselines_fit_on_the_training_file_not_the_evaluated_maps(tmp_path):
+    """The evaluation file labels the maps the other way round from the training file: a
+    baseline fitted on the training maps (as the CNN was trained) gets them all wrong; one that
+    saw the evaluated maps would get them right (the out-of-fold fallback does)."""
+    from modelzoo.cosmology.task import CosmologyClassification
+    from modelzoo.distributed import ProcessGroup
+
+    labels = np.tile([0, 1], 40)
+    train = _white_maps(tmp_path / "train.h5", 1.0 + labels, labels, [0.3] * 80, [0.8] * 80)
+    evaluated = _white_maps(tmp_path / "eval.h5", 1.0 + labels, 1 - labels, [0.3] * 80,
+                            [0.8] * 80, seed=1)
+    model = modelzoo.get("cosmo_cnn", input_shape=(64, 64, 1))
+    data_cfg = {"baselines": ["power_spectrum"], "bootstrap": 200}
+    fitted = CosmologyClassification().evaluate(
+        model, evaluated, {**data_cfg, "baseline_train": train}, "all", None, ProcessGroup())
+    assert fitted["baseline_fitted_on"] == "the 64 training maps of train.h5"
+    assert fitted["accuracy_power_spectrum"] < 0.1, fitted
+    alone = CosmologyClassification().evaluate(model, evaluated, data_cfg, "all", None,
+                                               ProcessGroup())
+    assert alone["baseline_fitted_on"].startswith("out of fold")
+    assert alone["accuracy_power_spectrum"] > 0.9, alone
+    assert (alone["accuracy_power_spectrum_lo"] <= alone["accuracy_power_spectrum"]
+            <= alone["accuracy_power_spectrum_hi"])
+    assert alone["accuracy_cnn_minus_power_spectrum"] == pytest.approx(
+        alone["accuracy_cnn"] - alone["accuracy_power_spectrum"])
+    with pytest.raises(ConfigError, match="baseline_train .*expected the training file"):
+        small = _white_maps(tmp_path / "small.h5", [1.0] * 4, [0, 1] * 2, [0.3] * 4, [0.8] * 4,
+                            npix=32)
+        CosmologyClassification().evaluate(model, evaluated, {**data_cfg, "baseline_train": small},
+                                           "all", None, ProcessGroup())
+
+
+def test_regression_baselines_fit_on_the_training_file_or_on_other_cosmologies(tmp_path):
+    """Amplitude rises with sigma_8 in the training file and falls in the evaluated one: fitted
+    on the training maps, the baseline's sigma_8 runs against the truth; out of fold over the
+    evaluated file no fit sees the cosmology it predicts, so a feature that only names the
+    cosmology (here: none other) cannot be learnt from the map's own cosmology."""
+    from modelzoo.cosmology import baseline
+    from modelzoo.cosmology.task import ParameterRegression
+    from modelzoo.distributed import ProcessGroup
+
+    sigma_8 = np.repeat(np.linspace(0.65, 0.95, 6), 10)
+    omega_m = np.repeat(np.linspace(0.2, 0.4, 6), 10)
+    train = _white_maps(tmp_path / "train.h5", 10 * sigma_8, 0 * sigma_8, omega_m, sigma_8)
+    evaluated = _white_maps(tmp_path / "eval.h5", 10 * (1.6 - sigma_8), 0 * sigma_8, omega_m,
+                            sigma_8, seed=1)
+    model = modelzoo.get("cosmo_cnn_regression", input_shape=(64, 64, 1))
+    data_cfg = {"baselines": ["power_spectrum"], "bootstrap": 200, "val_fraction": 0.0}
+    fitted = ParameterRegression().evaluate(
+        model, evaluated, {**data_cfg, "baseline_train": train}, "all", None, ProcessGroup())
+    alone = ParameterRegression().evaluate(model, evaluated, data_cfg, "all", None,
+                                           ProcessGroup())
+    assert fitted["cosmologies"] == 6 and fitted["maps"] == 60
+    assert fitted["rmse_sigma_8_power_spectrum"] > 0.15, fitted  # the reversed relation
+    assert alone["rmse_sigma_8_power_spectrum"] < 0.05, alone  # learnt from other cosmologies
+    assert fitted["rmse_sigma_8_cnn_minus_power_spectrum"] == pytest.approx(
+        fitted["rmse_sigma_8_cnn"] - fitted["rmse_sigma_8_power_spectrum"])
+    for fit_rows, scored in baseline.folds(np.stack([omega_m, sigma_8], 1), classify=False):
+        assert not set(sigma_8[fit_rows]) & set(sigma_8[scored])
+    for fit_rows, scored in baseline.folds(np.tile([0, 1], 30), classify=True):
+        assert not set(fit_rows) & set(scored) and len(set(np.tile([0, 1], 30)[scored])) == 2
+
+
+def test_verify_hands_a_task_the_entrys_training_set(tmp_path, monkeypatch):
+    """modelzoo.reproduce.evaluate_model generates the entry's training set and names it under
+    the task's training_file_key, so that the baselines are fitted as in the manifest."""
+    from modelzoo import registry, reproduce
+    from modelzoo.cosmology.task import CosmologyClassification
+
+    seen = {}
+
+    class Recording(CosmologyClassification):
+        def evaluate(self, model, path, data_cfg, split, output_dir, group):
+            seen.update(data_cfg, path=path)
+            return {}
+
+    monkeypatch.setattr(registry, "get_task", lambda name: Recording())
+    monkeypatch.setattr(reproduce, "generate", lambda kind, path, args: str(path))
+    entry = {"recipe": {"task": "cosmo_classification", "data": {"val_fraction": 0.2}},
+             "data_recipe": {"generator": "cosmology", "train": {"seed": 0},
+                             "eval": {"seed": 100}}}
+    reproduce.evaluate_model(None, entry, tmp_path)
+    assert "-eval-seed100-" in seen["path"] and "-train-seed0-" in seen["baseline_train"]
+    assert seen["val_fraction"] == 0.2

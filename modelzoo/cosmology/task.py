@@ -7,10 +7,15 @@
   noisy map's and a Gaussian filter's, ratios with bootstrap intervals, and the seed's figures
   8 (map / reconstruction) and 9 (saliency).
 * :class:`CosmologyClassification` (``cosmo_cnn``): accuracy of the CNN next to logistic
-  regressions on the binned power spectrum and on peak counts + moments of the same maps
-  (cross-validated), the seed's 80%, and figure 10 (t-SNE of the CNN's features).
+  regressions on the binned power spectrum and on peak counts + moments of the same maps, the
+  seed's 80%, and figure 10 (t-SNE of the CNN's features); intervals over maps.
 * :class:`ParameterRegression` (``cosmo_cnn_regression``): RMSE of (Omega_m, sigma_8) against
-  ridge regressions on the same statistics (Gupta et al. 2018's comparison).
+  ridge regressions on the same statistics (Gupta et al. 2018's comparison); intervals over
+  cosmologies.
+
+The baselines are fitted as the network was trained: on the training rows of the network's
+training file (``data.baseline_train``; ``modelzoo pretrained verify`` passes the entry's), and
+score the same evaluated maps (:meth:`_MapTask.baselines`).
 
 Every task also has ``inputs(path, data_cfg, rows)``: network inputs (and labels / clean
 targets) for ``modelzoo explain``.
@@ -27,6 +32,7 @@ import numpy as np
 
 from modelzoo import interpret
 from modelzoo.cosmology import baseline
+from modelzoo.cosmology.comparison import accuracy_table, cosmology_groups, error_table
 from modelzoo.cosmology.reader import PARAMETERS, MassMaps, open_mass_maps
 from modelzoo.cosmology.statistics import binned_power_spectrum, ell_bins
 from modelzoo.distributed import ProcessGroup
@@ -163,6 +169,9 @@ class _MapTask(Task):
 
     need: tuple[str, ...] = ()
     eval_keys: tuple[str, ...] = ()
+    #: The data key naming the file the network trained on, whose training rows the baselines
+    #: fit on (:func:`modelzoo.reproduce.evaluate_model` sets it to the entry's training set).
+    training_file_key = "baseline_train"
 
     def open(self, path: str, data_cfg: dict) -> MassMaps:
         return open_mass_maps(path, need=self.need, pixel_arcmin=data_cfg.get("pixel_arcmin"))
@@ -171,6 +180,49 @@ class _MapTask(Task):
         lo, hi = select_rows(maps.num_maps, data_cfg.get("val_fraction", 0.2), split)
         limit = data_cfg.get("eval_max_maps")
         return (lo, min(hi, lo + int(limit))) if limit else (lo, hi)
+
+    def targets_of(self, maps: MassMaps, rows: tuple[int, int]) -> np.ndarray:
+        """What the baselines learn for ``rows``: class labels or parameters."""
+        raise NotImplementedError
+
+    def baselines(self, maps: MassMaps, raw: np.ndarray, targets: np.ndarray, data_cfg: dict,
+                  split: str) -> tuple[dict[str, np.ndarray], str]:
+        """Each baseline's predictions of the evaluated maps ``raw`` (class probabilities or
+        parameters), and what it was fitted on.
+
+        Fitted as the CNN was trained: on the training rows (the first 1 - ``val_fraction``)
+        of ``data.baseline_train``, the file the CNN trained on, or of the evaluated file
+        itself when the split is ``val`` or ``train``. An evaluation file on its own (split
+        ``all``) gets predictions out of fold (:func:`baseline.out_of_fold`): no baseline sees
+        the map it scores, nor, for parameters, any map of its cosmology."""
+        kinds = list(data_cfg.get("baselines", list(baseline.BASELINES)))
+        if not kinds:
+            return {}, "no baselines"
+        classify = isinstance(self, CosmologyClassification)
+        pixel = maps.require_pixel_scale()
+        fit_on = data_cfg.get("baseline_train")
+        source = None
+        if fit_on:
+            source = self.open(str(fit_on), data_cfg)
+            if source.map_shape != maps.map_shape or not np.isclose(
+                    source.require_pixel_scale(), pixel):
+                raise ConfigError(
+                    f"data.baseline_train {fit_on}: maps of {source.map_shape} pixels of "
+                    f"{source.require_pixel_scale():.4g}' but {maps.source.path} has "
+                    f"{maps.map_shape} of {pixel:.4g}'; expected the training file of these maps")
+        elif split != "all":
+            source = maps
+        if source is None:
+            folds = "5 stratified folds" if classify else "10 folds by cosmology"
+            return ({kind: baseline.out_of_fold(kind, raw, targets, pixel, classify)
+                     for kind in kinds},
+                    f"out of fold ({folds}) over the {len(raw)} evaluated maps")
+        rows, _ = split_rows(source.num_maps, data_cfg.get("val_fraction", 0.2))
+        fit_maps, fit_targets = source.read_maps(rows), self.targets_of(source, rows)
+        predictions = {kind: baseline.Baseline(kind, pixel, classify).fit(fit_maps, fit_targets)
+                       .predict(raw) for kind in kinds}
+        return predictions, (f"the {rows[1] - rows[0]} training maps of "
+                             f"{os.path.basename(source.source.path)}")
 
     def examples(self, maps: MassMaps, data_cfg: dict, seed: int, training: bool):
         """``block -> (inputs, targets)`` for the tf.data streams (training: before
@@ -311,7 +363,11 @@ class MapReconstruction(_MapTask):
 
     def filter_width(self, maps: MassMaps, data_cfg: dict, count: int = 200) -> float:
         """The Gaussian filter width (pixels) that best rebuilds the target from the input the
-        DCAE sees, chosen on (up to ``count``) training maps: the baseline's one fitted value."""
+        DCAE sees, chosen on (up to ``count``) training maps: the baseline's one fitted value.
+        Training maps are those of ``data.baseline_train`` (the DCAE's training file) where it
+        is named, else the first 1 - ``val_fraction`` of the evaluated file."""
+        if data_cfg.get("baseline_train"):
+            maps = self.open(str(data_cfg["baseline_train"]), data_cfg)
         train_rows, _ = split_rows(maps.num_maps, data_cfg.get("val_fraction", 0.2))
         block = maps.source.read(train_rows[0], min(train_rows[1], train_rows[0] + count))
         noisy, clean = self.examples(maps, data_cfg, 1, False)(block)
@@ -407,8 +463,13 @@ class CosmologyClassification(_MapTask):
         probs = self.outputs(model, maps, data_cfg, (0, maps.num_maps), group)["output"]
         return {"probabilities": probs, "predicted_class": probs.argmax(axis=1)}
 
+    def targets_of(self, maps: MassMaps, rows: tuple[int, int]) -> np.ndarray:
+        return maps.columns(rows, ("label",))["label"].astype(int)
+
     def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
                  output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
+        """Accuracy of the CNN and of each baseline on the same maps, with 95% intervals over
+        maps and the paired interval of the CNN's accuracy minus each baseline's."""
         maps = self.open(path, data_cfg)
         rows = self.eval_rows(maps, data_cfg, split)
         out = self.outputs(model, maps, data_cfg, rows, group)
@@ -417,18 +478,18 @@ class CosmologyClassification(_MapTask):
         if out["output"].shape[1] < classes:
             raise ConfigError(f"{path}: labels go up to {classes - 1} but the model has "
                               f"{out['output'].shape[1]} classes (model.config.num_classes)")
+        raw = maps.read_maps(rows)
+        predicted = {"cnn": out["output"].argmax(axis=1)}
+        baselines, fitted_on = self.baselines(maps, raw, labels, data_cfg, split)
+        predicted.update({kind: probs.argmax(axis=1) for kind, probs in baselines.items()})
         result = {
             "maps": int(len(labels)),
             "classes": int(classes),
             "chance": float(np.bincount(labels).max() / len(labels)),
-            "accuracy_cnn": float((out["output"].argmax(axis=1) == labels).mean()),
             "accuracy_seed_published": SEED_ACCURACY,
+            "baseline_fitted_on": fitted_on,
+            **accuracy_table(labels, predicted, resamples=int(data_cfg.get("bootstrap", 2000))),
         }
-        raw = maps.read_maps(rows)
-        pixel = maps.require_pixel_scale()
-        for kind in data_cfg.get("baselines", list(baseline.BASELINES)):
-            probs = baseline.classify(baseline.features(raw, pixel, kind), labels)
-            result[f"accuracy_{kind}"] = float((probs.argmax(axis=1) == labels).mean())
         if output_dir:
             self._figures(model, maps, raw, labels, data_cfg, rows, result, output_dir)
         return result
@@ -450,10 +511,15 @@ class CosmologyClassification(_MapTask):
         left.set(xscale="log", yscale="log", xlabel="ell", ylabel="ell^2 C_ell (maps)",
                  title="power spectra (mean, 1 sd)")
         left.legend()
-        names = [k for k in result if k.startswith("accuracy_")]
-        right.bar([k.removeprefix("accuracy_") for k in names], [result[k] for k in names])
+        names = [k.removeprefix("accuracy_") for k in result if k.startswith("accuracy_")
+                 and f"{k}_lo" in result and "_minus_" not in k]
+        values = np.array([result[f"accuracy_{k}"] for k in names])
+        spans = np.array([[result[f"accuracy_{k}"] - result[f"accuracy_{k}_lo"] for k in names],
+                          [result[f"accuracy_{k}_hi"] - result[f"accuracy_{k}"] for k in names]])
+        right.bar(names, values, yerr=spans, capsize=4)
+        right.axhline(SEED_ACCURACY, color="tab:red", ls="--", label="seed (published)")
         right.axhline(result["chance"], color="k", ls=":", label="chance")
-        right.set(ylim=(0, 1), ylabel="accuracy", title=f"{result['maps']} maps")
+        right.set(ylim=(0, 1), ylabel="accuracy (95% interval)", title=f"{result['maps']} maps")
         right.legend()
         fig.tight_layout()
         fig.savefig(os.path.join(output_dir, "comparison.png"), dpi=100)
@@ -484,22 +550,30 @@ class ParameterRegression(_MapTask):
         out = self.outputs(model, maps, data_cfg, (0, maps.num_maps), group)["output"]
         return {"parameters": out, **{p: out[:, i] for i, p in enumerate(PARAMETERS)}}
 
+    def targets_of(self, maps: MassMaps, rows: tuple[int, int]) -> np.ndarray:
+        columns = maps.columns(rows, PARAMETERS)
+        return np.stack([columns[p] for p in PARAMETERS], axis=1).astype(np.float64)
+
     def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
                  output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
+        """RMSE of (Omega_m, sigma_8) of the CNN and of each baseline on the same maps, with
+        95% intervals that resample whole cosmologies, and the paired interval of the CNN's
+        RMSE minus each baseline's."""
         maps = self.open(path, data_cfg)
         rows = self.eval_rows(maps, data_cfg, split)
         out = self.outputs(model, maps, data_cfg, rows, group)
         truth = np.stack([out[p] for p in PARAMETERS], axis=1)
         predictions = {"cnn": out["output"].astype(np.float64)}
-        raw = maps.read_maps(rows)
-        for kind in data_cfg.get("baselines", list(baseline.BASELINES)):
-            features = baseline.features(raw, maps.require_pixel_scale(), kind)
-            predictions[kind] = baseline.regress(features, truth)
-        result: dict[str, Any] = {"maps": int(len(truth))}
-        for name, pred in predictions.items():
-            for i, p in enumerate(PARAMETERS):
-                error = pred[:, i] - truth[:, i]
-                result[f"rmse_{p}_{name}"] = float(np.sqrt((error**2).mean()))
+        baselines, fitted_on = self.baselines(maps, maps.read_maps(rows), truth, data_cfg, split)
+        predictions.update(baselines)
+        table = error_table(truth, predictions, PARAMETERS,
+                            resamples=int(data_cfg.get("bootstrap", 2000)))
+        result: dict[str, Any] = {
+            "maps": int(len(truth)),
+            "cosmologies": int(cosmology_groups(truth).max() + 1),
+            "baseline_fitted_on": fitted_on,
+            **{k: v for k, v in table.items() if k.startswith("rmse_")},
+        }
         if output_dir:
             plt = interpret._pyplot()
             fig, axes = plt.subplots(1, 2, figsize=(9, 4))
