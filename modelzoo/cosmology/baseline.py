@@ -20,6 +20,7 @@ from modelzoo.cosmology.statistics import binned_power_spectrum, ell_bins, momen
 
 BASELINES = ("power_spectrum", "peaks")
 PEAK_SIGMAS = np.linspace(-1.0, 5.0, 13)  # peak-height bin edges in units of the pixel sd
+CHUNK = 512  # maps whose statistics are computed at once
 
 
 def features(maps: np.ndarray, pixel_arcmin: float, kind: str, num_bins: int = 12,
@@ -30,6 +31,11 @@ def features(maps: np.ndarray, pixel_arcmin: float, kind: str, num_bins: int = 1
     that of ``maps``), -1..5 of it in 12 bins; the scale is fixed across maps so that the
     counts keep the amplitude information, and a fitted baseline keeps its training maps'.
     """
+    if len(maps) > CHUNK:  # in blocks: the FFT of thousands of maps at once takes gigabytes
+        if kind == "peaks" and peak_scale is None:
+            peak_scale = pixel_std(maps)
+        return np.concatenate([features(maps[i:i + CHUNK], pixel_arcmin, kind, num_bins,
+                                        peak_scale) for i in range(0, len(maps), CHUNK)])
     maps = np.asarray(maps, np.float64)
     if kind == "power_spectrum":
         edges = ell_bins(maps.shape[-1], pixel_arcmin, num_bins)
@@ -40,6 +46,16 @@ def features(maps: np.ndarray, pixel_arcmin: float, kind: str, num_bins: int = 1
         thresholds = np.concatenate([[-np.inf], PEAK_SIGMAS * sigma, [np.inf]])
         return np.hstack([peak_counts(maps, thresholds), moments(maps)])
     raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
+
+
+def pixel_std(maps: np.ndarray) -> float:
+    """Standard deviation of all pixels of ``maps``, accumulated block by block."""
+    sums = np.zeros(3)
+    for i in range(0, len(maps), CHUNK):
+        block = np.asarray(maps[i:i + CHUNK], np.float64)
+        sums += (block.size, block.sum(), (block**2).sum())
+    mean = sums[1] / sums[0]
+    return float(np.sqrt(max(sums[2] / sums[0] - mean**2, 0.0)))
 
 
 class Baseline:
@@ -63,7 +79,7 @@ class Baseline:
 
     def fit(self, maps: np.ndarray, targets: np.ndarray) -> Baseline:
         """Fit on (N, H, W) ``maps`` and their class labels (N,) or parameters (N, P)."""
-        self.peak_scale = float(np.asarray(maps, np.float64).std())
+        self.peak_scale = pixel_std(maps)
         x = features(maps, self.pixel_arcmin, self.kind, peak_scale=self.peak_scale)
         self.model = self._estimator().fit(x, targets.astype(int) if self.classify else targets)
         return self
