@@ -579,3 +579,23 @@ def test_verify_hands_a_task_the_entrys_training_set(tmp_path, monkeypatch):
     reproduce.evaluate_model(None, entry, tmp_path)
     assert "-eval-seed100-" in seen["path"] and "-train-seed0-" in seen["baseline_train"]
     assert seen["val_fraction"] == 0.2
+
+
+def test_claims_orient_differences_towards_the_model_and_word_them_by_the_interval():
+    from modelzoo.cosmology import claims
+
+    assert [claims.verdict(*i) for i in ((0.01, 0.02), (-0.01, 0.02), (-0.02, -0.01))] == \
+        ["ahead", "tied", "behind"]
+    metrics = {"maps": 10, "cosmologies": 5, "baseline_fitted_on": "x"}
+    for p in ("omega_m", "sigma_8"):
+        for b in ("cnn", "power_spectrum", "peaks"):
+            metrics.update({f"rmse_{p}_{b}": 0.05, f"rmse_{p}_{b}_lo": 0.04,
+                            f"rmse_{p}_{b}_hi": 0.06})
+        for b in ("power_spectrum", "peaks"):  # the CNN's error is lower by 0.01 [0.005, 0.02]
+            metrics.update({f"rmse_{p}_cnn_minus_{b}": -0.01, f"rmse_{p}_cnn_minus_{b}_lo": -0.02,
+                            f"rmse_{p}_cnn_minus_{b}_hi": -0.005})
+    out = claims.entry_claims("cosmo_cnn_regression", metrics)
+    first = out["comparisons"][0]
+    assert first["difference"] == 0.01 and first["interval"] == [0.005, 0.02]
+    assert first["verdict"] == "ahead" and out["intervals"]["rmse_sigma_8_peaks"] == [0.04, 0.06]
+    assert out["eval_size"] == "10 maps of 5 cosmologies unseen in training"
