@@ -293,3 +293,11 @@ def test_short_training_beats_predicting_the_mean(small_volumes, tmp_path):
     # nearly all in P(k)); it must beat the mean too.
     assert result["mae_sigma_8_power_spectrum"] < 0.5 * result["mae_sigma_8_train_mean"]
     assert (run / "metrics.json").exists() and (run / "parameters.png").exists()
+
+
+def test_training_mean_of_a_separate_evaluation_file_is_out_of_fold():
+    from modelzoo.cosmology.cosmoflow_task import out_of_fold_mean
+
+    # Two cosmologies: each is predicted by the other's targets only, never by its own.
+    truth = np.repeat([[0.5] * 4, [-0.5] * 4], 3, axis=0)
+    np.testing.assert_allclose(out_of_fold_mean(truth), -truth)
