@@ -388,10 +388,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from modelzoo import registry
 
         data_sub = p.add_subparsers(dest="dataset")
+        # Only the named case's generator module is imported: some import TensorFlow, which
+        # would cost every `modelzoo data` process seconds (a case not named still has its
+        # subcommand, for `modelzoo data --help`).
+        named = set(argv[argv.index("data") + 1:])
         for name, case in sorted(registry.cases().items()):
             if case.data_command:
                 q = data_sub.add_parser(name, help=case.title)
-                importlib.import_module(case.data_command).add_arguments(q)
+                if name in named:
+                    importlib.import_module(case.data_command).add_arguments(q)
                 q.set_defaults(func=_cmd_data)
     else:
         p.add_argument("dataset", nargs="?", help="case name, e.g. lhc")

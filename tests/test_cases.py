@@ -49,8 +49,12 @@ def test_every_builtin_case_is_one_folder_and_the_core_never_names_one():
 
 @pytest.mark.slow
 def test_listing_and_help_import_no_deep_learning_framework():
+    # `data dayabay`: one case's generator options, without importing another case's (a
+    # generator subprocess is started by many tests and by every user's data command).
     probe = ("import sys, modelzoo; modelzoo.list_models(); modelzoo.get_spec('lhc_cnn'); "
              "from modelzoo import cli; cli.build_parser(['--help']); "
+             "cli.build_parser(['data', 'dayabay', '--output', 'x.h5']).parse_args("
+             "['data', 'dayabay', '--output', 'x.h5', '--ibd', '3']); "
              "print(sorted(m for m in ('tensorflow', 'keras', 'galsim', 'pythia8mc') "
              "if m in sys.modules))")
     out = _run([PYTHON, "-c", probe])
