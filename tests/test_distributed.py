@@ -19,6 +19,7 @@ of a small machine here, so every process gets one TensorFlow thread.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import json
 import os
@@ -40,9 +41,11 @@ HOROVODRUN = shutil.which("horovodrun", path=f"{Path(sys.executable).parent}{os.
 LAUNCH_TIMEOUT_S = 180  # one job; they take 10-20 s here, so hitting this means a hang
 
 
+@functools.cache
 def _horovod_import_error() -> str | None:
     """Why ``import horovod.tensorflow`` fails in this interpreter, or None if it works (checked
-    in a child process so that this one need not load TensorFlow for it)."""
+    in a child process so that this one need not load TensorFlow for it; once per test process,
+    not once per module that imports the check: the child starts TensorFlow)."""
     if importlib.util.find_spec("horovod") is None:
         return "Horovod is not installed (`make venv` builds it)"
     if HOROVODRUN is None:
@@ -180,7 +183,9 @@ def _toy(n: int, size: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 # The shared run: 96 events, the last quarter validates; 2 ranks x batch 8 x 4 steps, 3 epochs.
-BASIC = ["--epochs", "3", "--val-fraction", "0.25", "--batch-size", "8"]
+# On GPU machines Keras compiles the train step with XLA by default, and Horovod's collectives
+# have no XLA kernels; --force-jit reproduces that on CPU in every run that uses BASIC.
+BASIC = ["--epochs", "3", "--val-fraction", "0.25", "--batch-size", "8", "--force-jit"]
 NUM_EVENTS = 96
 
 
@@ -191,7 +196,8 @@ def toy_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def basic_run(toy_file, tmp_path_factory):
-    """An uninterrupted 2-rank run (shuffled), shared by tests (a), (c) and (d)."""
+    """An uninterrupted 2-rank run (shuffled, XLA asked for), shared by tests (a), (c) and
+    (d)."""
     base = tmp_path_factory.mktemp("basic")
     run_dir, out_dir = base / "run", base / "out"
     code, output, _ = _launch(["--data", str(toy_file), "--run-dir", str(run_dir), *BASIC],
@@ -204,6 +210,7 @@ def test_a_ranks_hold_identical_weights_after_fit(basic_run):
     run_dir, reports = basic_run
     for report in reports:
         assert report["size"] == 2 and report["weights_finite"]
+        assert not report["jit_compile"]  # the training path turned XLA off under Horovod
         # Without gradient averaging the ranks drift apart by ~1e-2 within a step or two.
         assert report["max_weight_diff_between_ranks"] < 1e-6, report
     # Every rank logs the same, rank-averaged metrics (validation included).
@@ -313,21 +320,8 @@ def test_validation_on_some_ranks_only_is_averaged_over_those(toy_file, tmp_path
     assert "val_loss" in reports[0]["history"] and reports[1]["reads"][-1] == [95, 96]
 
 
-def test_xla_compiled_models_train_distributed(toy_file, tmp_path):
-    # On GPU machines Keras compiles the train step with XLA by default, and Horovod's
-    # collectives have no XLA kernels; forcing jit_compile here reproduces that on CPU.
-    code, output, _ = _launch(
-        ["--data", str(toy_file), "--run-dir", str(tmp_path / "run"), "--epochs", "1",
-         "--force-jit"], tmp_path / "out",
-    )
-    assert code == 0, output[-6000:]
-    for report in _reports(tmp_path / "out"):
-        assert not report["jit_compile"]
-        assert report["max_weight_diff_between_ranks"] < 1e-6
-
-
 def test_e_a_failing_rank_stops_the_job_and_is_named(toy_file, tmp_path):
-    code, output, seconds = _launch(
+    code, output, _ = _launch(
         ["--data", str(toy_file), "--run-dir", str(tmp_path / "run"), *BASIC,
          "--fail-rank", "1", "--fail-at-batch", "2"], tmp_path / "out",
     )
@@ -336,7 +330,6 @@ def test_e_a_failing_rank_stops_the_job_and_is_named(toy_file, tmp_path):
     assert "modelzoo: rank 1 failed; stopping the job" in output
     # horovodrun names the first process to exit non-zero: the failing rank, not its victim.
     assert "Process name: 1" in output, output[-3000:]
-    assert seconds < 120
 
 
 def test_wrapper_runs_the_cli_on_two_ranks(tmp_path):
