@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast test-notebooks lint bench clean
 venv:
 	bash scripts/setup_env.sh
 
@@ -23,15 +23,24 @@ demo: venv
 	$(PY) -m modelzoo.cli predict lhc_cnn --weights $(DEMO)/lhc_cnn --data $(DEMO)/events.h5 --output $(DEMO)/scores.h5
 	@echo "demo outputs: $(DEMO)/shipped/{metrics.json,roc.png} (the shipped lhc_cnn: AUC, and the physics-selection comparison or why there are too few events for it), $(DEMO)/lhc_cnn (the run folder), $(DEMO)/scores.h5 (per-event scores)"
 
+# The suite in several processes, not one: TensorFlow keeps what a test's models allocated;
+# the whole suite in one process grew to 16 GB, and tests e-z alone to over 12 GB. Each group is
+# tests/test_[GROUP]*.py; they run TEST_JOBS at a time, largest first: most tests keep one core
+# busy (small models, interpreter start-ups, file writing), so two groups fill two cores.
+# TEST_JOBS=1 runs them one after another (a machine with less memory than 24 GB).
+TEST_GROUPS := e-l a-c m-z d
+TEST_JOBS ?= 2
 # MODELZOO_REQUIRE_HOROVOD=1: the distributed tests fail, not skip, where Horovod is missing.
 test: export MODELZOO_REQUIRE_HOROVOD = 1
 test: venv
 	$(VENV)/bin/ruff check modelzoo tests benchmarks scripts setup.py
-	# Several processes, not one: TensorFlow keeps what a test's models allocated; the whole
-	# suite in one process grew to 16 GB, and tests e-z alone to over 12 GB.
-	$(PY) -m pytest -q --durations=10 tests/test_[a-d]*.py
-	$(PY) -m pytest -q --durations=10 tests/test_[e-l]*.py
-	$(PY) -m pytest -q --durations=10 tests/test_[m-z]*.py
+	$(MAKE) --no-print-directory --keep-going -j$(TEST_JOBS) --output-sync=target \
+		$(addprefix test-group-,$(TEST_GROUPS)) test-notebooks
+
+test-group-%:
+	$(PY) -m pytest -q --durations=10 tests/test_[$*]*.py
+
+test-notebooks:
 	$(PY) -m pytest -q --nbmake notebooks
 
 # The quick loop while developing: no subprocess (a conftest fixture refuses one outside the
