@@ -92,6 +92,7 @@ def climate_detector(
     weight_decay: float = 5e-4,
     channels: tuple[str, ...] | None = None,
     cell_layers: int | None = None,
+    coarse_head: bool = False,
 ) -> keras.Model:
     """Racah et al. 2017 semi-supervised detector (seed figure 6), 2-D version.
 
@@ -107,6 +108,11 @@ def climate_detector(
       output (channel layout in :mod:`modelzoo.climate.boxes`): box (4, ReLU: centre offset in
       the cell and size in cells), objectness (2, softmax: no object, object) and class
       (``num_classes``, softmax).
+    * ``coarse_head`` (this zoo's option, with ``cell_layers``): a second head of the same
+      layout on the code's own grid (stride ``2**len(filters)``), the ``detection_coarse``
+      output, for the classes the task assigns to it (``data.coarse_classes``): long
+      atmospheric rivers and large extratropical cyclones span many fine cells, of which one
+      holds the box and its neighbours, alike to the eye of a 3 x 3 head, are "no object".
     * Decoder: transposed convolutions mirroring the encoder back to the input, the
       ``reconstruction`` output (linear, of the standardised fields). The original ties them
       to the encoder's kernels (Lasagne's InverseLayer); here they are separate weights.
@@ -123,6 +129,9 @@ def climate_detector(
     if not 1 <= cell_layers <= len(filters):
         raise ConfigError(f"climate_detector: cell_layers must be 1..{len(filters)} (stride-2 "
                           f"layers), got {cell_layers}")
+    if coarse_head and cell_layers == len(filters):
+        raise ConfigError("climate_detector: coarse_head needs cell_layers below "
+                          f"{len(filters)} (the coarse head is on the stride-{stride} grid)")
     for name, size in (("height", height), ("width", width)):
         if size is not None and size % stride:
             raise ConfigError(
@@ -147,15 +156,20 @@ def climate_detector(
             layers.UpSampling2D(up, interpolation="bilinear", name="code_up")(code),
             layers.BatchNormalization(name="fine_bn")(stages[cell_layers - 1])])
 
-    def head(units: int, activation: str, name: str):
-        return layers.Conv2D(units, 3, padding="same", activation=activation,
-                             kernel_regularizer=decay, name=name)(features)
+    def head(source, suffix: str = "", output: str = "detection"):
+        def conv(units: int, activation: str, name: str):
+            return layers.Conv2D(units, 3, padding="same", activation=activation,
+                                 kernel_regularizer=decay, name=name + suffix)(source)
 
-    detection = layers.Concatenate(name="detection")([
-        head(4, "relu", "head_box"),
-        head(2, "softmax", "head_objectness"),
-        head(num_classes, "softmax", "head_class"),
-    ])
+        return layers.Concatenate(name=output)([
+            conv(4, "relu", "head_box"),
+            conv(2, "softmax", "head_objectness"),
+            conv(num_classes, "softmax", "head_class"),
+        ])
+
+    outputs = {"detection": head(features)}
+    if coarse_head:
+        outputs["detection_coarse"] = head(code, "_coarse", "detection_coarse")
     y = code
     for stage, width_ in reversed(list(enumerate(widths[:-1], start=1))):
         y = layers.Conv2DTranspose(width_, kernel_size, strides=2, padding="same",
@@ -163,5 +177,5 @@ def climate_detector(
         y = layers.LeakyReLU(leaky_slope, name=f"dec{stage + 1}_act")(y)
     reconstruction = layers.Conv2DTranspose(bands, kernel_size, strides=2, padding="same",
                                             name="reconstruction")(y)
-    return keras.Model(inputs, {"detection": detection, "reconstruction": reconstruction},
+    return keras.Model(inputs, {**outputs, "reconstruction": reconstruction},
                        name="climate_detector")

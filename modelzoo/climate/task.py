@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -20,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from modelzoo.climate import boxes as boxes_lib
-from modelzoo.climate.detection import mean_average_precision
+from modelzoo.climate.detection import bootstrap_map, mean_average_precision
 from modelzoo.climate.patches import EVENT_TYPES
 from modelzoo.climate.reader import (
     ClimatePatches,
@@ -226,15 +227,26 @@ def yolo_loss(coord_weight: float = 5.0, size_weight: float = 7.0,
 
 
 def encode_targets(boxes: np.ndarray, image_shape: tuple[int, int], cell: int,
-                   size: str = "linear") -> np.ndarray:
+                   size: str = "linear", classes: Sequence[int] | None = None) -> np.ndarray:
     """Grid targets (n, gh, gw, 7) of a batch of box tables (n, rows, 5): the grid encoding of
-    :func:`modelzoo.climate.boxes.encode` plus the per-image "labelled" flag (has boxes)."""
+    :func:`modelzoo.climate.boxes.encode` plus the per-image "labelled" flag (has boxes).
+    ``classes``: encode only the boxes of these classes (one head's share); the flag still
+    says whether the image has any box, so the other classes' cells count as "no object"."""
     grid = (image_shape[0] // cell, image_shape[1] // cell)
     targets = np.zeros((len(boxes), *grid, boxes_lib.TARGET_CHANNELS), np.float32)
     for k, table in enumerate(boxes):
-        targets[k, ..., :6] = boxes_lib.encode(table, grid, cell, size)
-        targets[k, ..., 6] = float(boxes_lib.valid_rows(table).any())
+        valid = boxes_lib.valid_rows(table)
+        kept = table if classes is None else table[valid & np.isin(table[:, 4], classes)]
+        targets[k, ..., :6] = boxes_lib.encode(kept, grid, cell, size)
+        targets[k, ..., 6] = float(valid.any())
     return targets
+
+
+def head_classes(data_cfg: dict, num_classes: int = len(boxes_lib.CLASS_NAMES)
+                 ) -> tuple[list[int], list[int]]:
+    """(classes of the fine head, classes of the coarse head) under ``data.coarse_classes``."""
+    coarse = sorted(int(c) for c in data_cfg.get("coarse_classes") or [])
+    return [c for c in range(num_classes) if c not in coarse], coarse
 
 
 class ClimateDetection(Task):
@@ -250,6 +262,17 @@ class ClimateDetection(Task):
                 f"{path}: images of {h} x {w} pixels do not divide into data.grid_cell={cell} "
                 "cells; the cell is 2 ** (stride-2 encoder layers): set both, e.g. --set "
                 "data.grid_cell=8 --model-config 'filters=[16,32,64]'")
+        coarse_cell = int(data_cfg.get("coarse_cell") or 0)
+        if data_cfg.get("coarse_classes"):
+            _, coarse = head_classes(data_cfg)
+            if any(not 0 <= c < len(boxes_lib.CLASS_NAMES) for c in coarse):
+                raise ConfigError(f"data.coarse_classes {coarse} must be class numbers 0.."
+                                  f"{len(boxes_lib.CLASS_NAMES) - 1}")
+            if coarse_cell <= cell or coarse_cell % cell or h % coarse_cell or w % coarse_cell:
+                raise ConfigError(
+                    f"data.coarse_classes needs data.coarse_cell, the coarse head's cell "
+                    f"(2 ** len(model.config.filters)): a multiple of data.grid_cell={cell} "
+                    f"that divides {h} x {w}; got {coarse_cell}")
         if data_cfg.get("box_size", "linear") not in boxes_lib.BOX_SIZES:
             raise ConfigError(f"data.box_size must be one of {boxes_lib.BOX_SIZES}, got "
                               f"{data_cfg['box_size']!r}")
@@ -273,19 +296,25 @@ class ClimateDetection(Task):
         self.shape, self.cell = images.image_shape, int(data_cfg["grid_cell"])
         train_rows, val_rows = split_rows(images.num_images, data_cfg["val_fraction"])
         size = data_cfg.get("box_size", "linear")
+        fine, coarse = head_classes(data_cfg)
+        self.coarse_cell = int(data_cfg.get("coarse_cell") or 0) if coarse else 0
 
         def to_example(block):
-            x = images.fields(block)
-            return x, encode_targets(images.boxes_of(block), self.shape, self.cell, size), \
-                standardize(x, images.channels)
+            x, table = images.fields(block), images.boxes_of(block)
+            targets = [encode_targets(table, self.shape, self.cell, size,
+                                      fine if coarse else None)]
+            if coarse:
+                targets.append(encode_targets(table, self.shape, self.coarse_cell, size, coarse))
+            return (x, *targets, standardize(x, images.channels))
 
         streams = split_streams(images.source, to_example, train_rows, val_rows,
                                 batch_size=batch_size, group=group, seed=seed,
                                 first_epoch=first_epoch, shuffle=True, path=path, noun="images",
                                 block_rows=images.block_rows)
 
-        def as_outputs(x, targets, standardized):  # the two heads: detection, reconstruction
-            return x, {"detection": targets, "reconstruction": standardized}
+        def as_outputs(x, *targets):  # the heads: detection (and coarse), reconstruction
+            named = dict(zip(("detection", "detection_coarse")[:len(targets) - 1], targets))
+            return x, {**named, "reconstruction": targets[-1]}
 
         streams.train = streams.train.map(as_outputs)
         if streams.validation is not None:
@@ -303,13 +332,20 @@ class ClimateDetection(Task):
                     f"{self.shape[1] // self.cell} grid, the model's is {grid[0]} x {grid[1]}; "
                     "set data.grid_cell to 2 ** len(model.config.filters)"
                 )
+            has_coarse = "detection_coarse" in model.output_names
+            if bool(self.coarse_cell) != has_coarse:
+                raise ConfigError(
+                    "data.coarse_classes and model.config.coarse_head go together: set both "
+                    "(e.g. --set 'data.coarse_classes=[2,3]' --set data.coarse_cell=8 "
+                    "--set model.config.coarse_head=true) or neither")
         weights = cfg["loss"]
+        detection = yolo_loss(weights["coord_weight"], weights["size_weight"],
+                              weights["noobject_weight"])
+        heads = [n for n in ("detection", "detection_coarse") if n in model.output_names]
         model.compile(
             optimizer=optimizer,
-            loss={"detection": yolo_loss(weights["coord_weight"], weights["size_weight"],
-                                         weights["noobject_weight"]),
-                  "reconstruction": "mean_squared_error"},
-            loss_weights={"detection": 1.0,
+            loss={**{n: detection for n in heads}, "reconstruction": "mean_squared_error"},
+            loss_weights={**{n: 1.0 for n in heads},
                           "reconstruction": float(weights["reconstruction_weight"])},
         )
 
@@ -319,6 +355,25 @@ class ClimateDetection(Task):
         """The detection grid the model outputs, the detections decoded from it (n, k, 6; -1
         padded), ground truth (n, rows, 5) and each image's reconstruction error."""
         cell, k = int(data_cfg["grid_cell"]), int(data_cfg["max_detections"])
+        fine, coarse = head_classes(data_cfg)
+        heads = [("detection", cell, fine)]
+        if "detection_coarse" in model.output_names:
+            if not coarse:
+                raise ConfigError("the model has a coarse head but data.coarse_classes is empty")
+            heads.append(("detection_coarse", int(data_cfg["coarse_cell"]), coarse))
+
+        def decoded(out: dict, index: int) -> np.ndarray:
+            """The image's detections, each head contributing its own classes, best first."""
+            found = []
+            for name, head_cell, classes in heads:
+                dets = boxes_lib.detections(
+                    np.asarray(out[name][index], np.float64), head_cell,
+                    score_threshold=float(data_cfg["score_threshold"]),
+                    nms_iou=float(data_cfg["nms_iou"]), max_detections=k,
+                    size=data_cfg.get("box_size", "linear"))
+                found.append(dets if len(heads) == 1 else dets[np.isin(dets[:, 4], classes)])
+            dets = np.concatenate(found)
+            return dets[np.argsort(-dets[:, 5], kind="stable")][:k]
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
             found, errors, grids = [], [], []
@@ -329,12 +384,9 @@ class ClimateDetection(Task):
                 target = standardize(fields, images.channels)
                 grids.append(np.asarray(out["detection"], np.float32))
                 errors.append(np.mean((out["reconstruction"] - target) ** 2, axis=(1, 2, 3)))
-                for grid in np.asarray(out["detection"], np.float64):
+                for index in range(len(fields)):
                     table = np.full((k, 6), -1.0)
-                    dets = boxes_lib.detections(
-                        grid, cell, score_threshold=float(data_cfg["score_threshold"]),
-                        nms_iou=float(data_cfg["nms_iou"]), max_detections=k,
-                        size=data_cfg.get("box_size", "linear"))
+                    dets = decoded(out, index)
                     table[: len(dets)] = dets
                     found.append(table)
             return {"detection": np.concatenate(grids), "detections": np.stack(found),
@@ -373,12 +425,19 @@ class ClimateDetection(Task):
                for c, n in enumerate(names)},
             "reconstruction_mse": float(out["reconstruction_mse"].mean()),
         }
+        replicates = int(data_cfg.get("bootstrap_replicates", 1000))
         for threshold in IOU_THRESHOLDS:
             tag = f"{threshold:g}".replace("0.", "")
             m_ap, per_class = mean_average_precision(dets, truth, len(names), threshold)
             result[f"map_{tag}"] = m_ap
             result.update({f"ap_{tag}_{n}": ap for n, ap in zip(names, per_class)
                            if not np.isnan(ap)})
+            if replicates:
+                draws = bootstrap_map([dets], truth, len(names), threshold, replicates)[0]
+                for k, key in enumerate([f"ap_{tag}_{n}" for n in names] + [f"map_{tag}"]):
+                    if key in result:
+                        low, high = np.nanpercentile(draws[:, k], [2.5, 97.5])
+                        result[f"{key}_interval"] = [float(low), float(high)]
         if output_dir:
             first = np.flatnonzero(labelled)[:4]
             fields = np.concatenate([images.source.read(rows[0] + i, rows[0] + i + 1,
