@@ -273,6 +273,12 @@ def test_iou_of_hand_made_masks():
     assert low <= 0.5 <= high
     perfect = iou_table(confusion_counts(truth, truth), replicates=50)
     assert perfect["mean_iou"] == 1.0 and perfect["mean_iou_interval"] == [1.0, 1.0]
+    # Paired against the perfect prediction: the differences, resampled in pairs.
+    versus = iou_table(counts, replicates=200, other=confusion_counts(truth, truth))
+    assert versus["iou_tropical_cyclone"] == pytest.approx(-0.5)
+    assert versus["mean_iou"] == pytest.approx(iou.mean() - 1)
+    low, high = versus["mean_iou_interval"]
+    assert low <= iou.mean() - 1 <= high < 0
 
 
 def test_threshold_baseline_finds_a_cyclone_and_a_river():

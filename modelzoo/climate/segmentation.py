@@ -84,19 +84,27 @@ def iou_from_counts(counts: np.ndarray) -> np.ndarray:
         return np.where(total[1] > 0, total[0] / total[1], np.nan)
 
 
+def _iou_scores(counts: np.ndarray) -> np.ndarray:
+    """Per-class IoU, their mean and the mean over the event classes of (n, 2, classes)."""
+    per_class = iou_from_counts(counts)
+    return np.r_[per_class, np.nanmean(per_class), np.nanmean(per_class[1:])]
+
+
 def iou_table(counts: np.ndarray, replicates: int = 1000, seed: int = 0,
-              names: tuple[str, ...] = SEGMENT_CLASSES, prefix: str = "") -> dict[str, Any]:
+              names: tuple[str, ...] = SEGMENT_CLASSES, prefix: str = "",
+              other: np.ndarray | None = None) -> dict[str, Any]:
     """Per-class IoU, the mean over classes (DeepCAM's score) and the mean over the event
     classes, each with a 95% bootstrap percentile interval over samples (Efron & Tibshirani
     1993): resampling whole samples keeps the pixels of one field together. Keys start with
-    ``prefix``."""
-    def scores(c: np.ndarray) -> np.ndarray:
-        per_class = iou_from_counts(c)
-        return np.r_[per_class, np.nanmean(per_class), np.nanmean(per_class[1:])]
+    ``prefix``. ``other``: counts of another prediction on the same samples; the table is then
+    of the differences (``counts``' IoU minus ``other``'s), resampled in pairs."""
+    def scores(rows: np.ndarray) -> np.ndarray:
+        value = _iou_scores(counts[rows])
+        return value if other is None else value - _iou_scores(other[rows])
 
-    point = scores(counts)
+    point = scores(np.arange(len(counts)))
     rng = np.random.default_rng(seed)
-    draws = np.array([scores(counts[rng.integers(0, len(counts), len(counts))])
+    draws = np.array([scores(rng.integers(0, len(counts), len(counts)))
                       for _ in range(replicates)])
     keys = [f"{prefix}iou_{n}" for n in names] + [f"{prefix}mean_iou", f"{prefix}mean_iou_events"]
     table: dict[str, Any] = {}
@@ -274,6 +282,8 @@ class ClimateSegmentation(Task):
                for c, n in enumerate(SEGMENT_CLASSES)},
             **iou_table(out["model_counts"], replicates),
             **iou_table(out["baseline_counts"], replicates, prefix="baseline_"),
+            **iou_table(out["model_counts"], replicates, prefix="over_baseline_",
+                        other=out["baseline_counts"]),
             **iou_table(confusion_counts(out["truth"], np.zeros_like(out["truth"])), 0,
                         prefix="all_background_"),
             "deepcam_target_iou_on_cam5": DEEPCAM_TARGET_IOU,
