@@ -20,9 +20,10 @@ and ``metadata.json`` (sha256, versions, metrics); :func:`from_pretrained` rebui
 
 Weight files are Keras's own ``.weights.h5`` or, for shipped entries, the zoo's compact
 ``.float16.h5`` format: one float16 dataset per variable, named by the variable's path, with
-the variable's position and the sha256 of its bytes as attributes. Loading assigns each array
-to the variable of the same path and refuses a file whose paths, positions, shapes or array
-checksums do not match (a renamed, reordered or edited file), and restores float32.
+the variable's position and the sha256 of its bytes as attributes (large arrays
+gzip-compressed, losslessly). Loading assigns each array to the variable of the same path and
+refuses a file whose paths, positions, shapes or array checksums do not match (a renamed,
+reordered or edited file), and restores float32.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ if TYPE_CHECKING:  # keras (and TensorFlow) load when a model is built, not to r
 WEIGHTS_FILE = "model.weights.h5"
 COMPACT_FORMAT = "modelzoo-float16-v2"
 COMPACT_SUFFIX = ".float16.h5"
+# Arrays of at least this many bytes are stored gzip-compressed (see write_compact).
+COMPRESS_FROM = 1 << 16
 
 
 # model -> (registry name, builder config) for models built by the zoo, so save_pretrained can
@@ -169,7 +172,11 @@ def write_compact(model: keras.Model, path: str | os.PathLike, dtype: str = "flo
         group = f.create_group("weights")
         for position, var in enumerate(model.weights):
             array = np.asarray(var).astype(dtype)
-            dset = group.create_dataset(var.path, data=array)
+            # Lossless: byte-shuffled gzip saves 10-15% of a large float16 kernel (the sign and
+            # exponent bytes repeat); a small array would grow by its chunk index.
+            packed = {"compression": "gzip", "compression_opts": 9, "shuffle": True} if (
+                array.nbytes >= COMPRESS_FROM) else {}
+            dset = group.create_dataset(var.path, data=array, **packed)
             dset.attrs["position"] = position
             dset.attrs["sha256"] = _array_digest(array)
 
