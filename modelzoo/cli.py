@@ -226,6 +226,26 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
             star = "*" if entry.get("default") else " "
             print(f"{key:<32}{star} {entry['bytes'] / 1e6:6.2f} MB  {entry['description']}")
         return 0
+    if args.action == "table":
+        from pathlib import Path
+
+        from modelzoo import pretrained
+
+        if not args.output:
+            print(pretrained.results_table(), end="")
+            return 0
+        root = manifest.PRETRAINED_DIR.resolve().parent
+        prefix = os.path.relpath(root, Path(args.output).resolve().parent)
+        text = pretrained.results_page("" if prefix == "." else f"{prefix}/")
+        if args.check:
+            current = Path(args.output).read_text() if Path(args.output).exists() else ""
+            if current != text:
+                print(f"{args.output} is not current; run: modelzoo pretrained table --output "
+                      f"{args.output}", file=sys.stderr)
+                return 1
+            return 0
+        Path(args.output).write_text(text)
+        return 0
     if args.action == "verify":
         keys = [args.key] if args.key else manifest.list_pretrained()
         failed = False
@@ -354,8 +374,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="override a key of the recipe, e.g. --set data.eval_samples=32")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("pretrained", help="shipped weights: list, verify, re-create from scratch")
-    p.add_argument("action", choices=("list", "verify", "recreate", "publish"))
+    p = sub.add_parser("pretrained", help="shipped weights: list, verify, re-create from scratch, "
+                       "results table")
+    p.add_argument("action", choices=("list", "verify", "recreate", "publish", "table"))
     p.add_argument("key", nargs="?",
                    help="entry, e.g. lhc_cnn.pythia_presel_v2 (verify: all); publish: MODEL")
     p.add_argument("--work-dir", default="runs/recreate", help="data and run folder")
@@ -368,6 +389,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true",
                    help="verify on the full evaluation set, not the entry's quick check set")
     p.add_argument("--tolerance", help='publish: JSON {"metric": relative tolerance} for recreate')
+    p.add_argument("--output", help="table: write the results page (docs/results.md) here")
+    p.add_argument("--check", action="store_true",
+                   help="table: exit 1 when --output is not what the manifest renders")
     p.set_defaults(func=_cmd_pretrained)
 
     p = sub.add_parser("card", help="print a model card (markdown)")

@@ -385,3 +385,90 @@ def versions() -> dict[str, str]:
         "tensorflow_version": tf.__version__,
         "date": datetime.date.today().isoformat(),
     }
+
+
+VERDICTS = ("ahead", "tied", "behind")
+NO_INTERVAL = "*no interval*"
+
+
+def verdict(interval: list[float] | tuple[float, float]) -> str:
+    """The word a difference's 95% interval (positive: better for the zoo) allows."""
+    return "ahead" if interval[0] > 0 else "behind" if interval[1] < 0 else "tied"
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _span(interval: list[float]) -> str:
+    return f"[{interval[0]:.3g}, {interval[1]:.3g}]"
+
+
+def _case_readme(model: str) -> str | None:
+    """The case README of ``model``, relative to the repository root, if it has one."""
+    for case in registry.cases().values():
+        if any(spec.name == model for spec in case.models):
+            readme = case.folder() / "README.md"
+            if readme.exists():
+                return f"modelzoo/{case.folder().name}/README.md"
+    return None
+
+
+def results_table(link_prefix: str = "") -> str:
+    """Markdown table of every default entry's published numbers, from the manifest's
+    ``intervals``, ``comparisons`` and ``eval_size``: value, 95% interval, what it is
+    compared with, the difference (positive: better for the zoo) with its interval, and the
+    verdict. An entry without intervals gets one row marked "no interval". Case README links
+    are prefixed with ``link_prefix`` (the path from the page to the repository root)."""
+    rows = ["| entry | metric | value | 95% interval | against | difference [95% interval] "
+            "| verdict | evaluation set |", "|---|---|---|---|---|---|---|---|"]
+    for key, entry in sorted(load_manifest().items()):
+        if not entry.get("default"):
+            continue
+        readme = _case_readme(entry["model"])
+        name = f"[`{key}`]({link_prefix}{readme})" if readme else f"`{key}`"
+        size = entry.get("eval_size", "")
+        intervals = entry.get("intervals") or {}
+        if not intervals:
+            rows.append(f"| {name} | | | {NO_INTERVAL} | | | | {size} |")
+            continue
+        compared: dict[str, list[dict]] = {}
+        for item in entry.get("comparisons", []):
+            compared.setdefault(item["metric"], []).append(item)
+        for metric, interval in intervals.items():
+            value = entry["metrics"].get(metric, "")
+            against = compared.get(metric) or [None]
+            for k, item in enumerate(against):
+                cells = [name, f"`{metric}`", _number(value), _span(interval)] if k == 0 else \
+                    ["", "", "", ""]
+                if item is None:
+                    cells += ["", "", ""]
+                else:
+                    cells += [item["against"],
+                              f"{item['difference']:+.3g} {_span(item['interval'])}",
+                              f"**{item['verdict']}**"]
+                rows.append("| " + " | ".join([*cells, size]) + " |")
+                name = size = ""
+    return "\n".join(rows) + "\n"
+
+
+RESULTS_COMMAND = "modelzoo pretrained table --output docs/results.md"
+
+
+def results_page(link_prefix: str = "../") -> str:
+    """docs/results.md: :func:`results_table` with what its columns mean."""
+    return f"""# Results of the shipped models
+
+Generated from `pretrained/manifest.json` by `{RESULTS_COMMAND}`
+(a test checks it is current); do not edit by hand. One block of rows per default entry: each
+number is the shipped weights' on the entry's fixed evaluation set (`modelzoo pretrained verify
+KEY --full` regenerates it), with its 95% interval. *against* is a baseline scored on the same
+samples (the difference's interval from a paired bootstrap, unless the entry's
+`interval_method` in the manifest says otherwise) or a paper's number (which has no interval:
+the zoo's interval shifted by it). The difference is oriented so that positive is better for
+the zoo; the verdict is **ahead** when its interval lies above 0, **behind** below it, **tied**
+otherwise. The case READMEs (linked) say what each metric means and what differs from the
+papers. Entries marked {NO_INTERVAL} have their numbers in their case README, without
+intervals in the manifest yet.
+
+{results_table(link_prefix)}"""

@@ -255,6 +255,46 @@ def test_verify_fails_on_degraded_weights(key, verify_data, tmp_path, monkeypatc
 
 
 
+def test_published_comparisons_follow_their_intervals():
+    # The words a reader sees (ahead / tied / behind) are the intervals', and every interval
+    # holds the number it is published with.
+    for key, entry in manifest.load_manifest().items():
+        intervals = entry.get("intervals") or {}
+        for metric, (low, high) in intervals.items():
+            assert low <= entry["metrics"][metric] <= high, (key, metric)
+        for item in entry.get("comparisons", []):
+            assert item["metric"] in intervals, (key, item)
+            low, high = item["interval"]
+            assert low <= item["difference"] <= high, (key, item)
+            assert item["verdict"] == pretrained.verdict(item["interval"]), (key, item)
+        if intervals:
+            assert entry["interval_method"] and entry["eval_size"], key
+    assert pretrained.verdict([0.01, 0.2]) == "ahead"
+    assert pretrained.verdict([-0.01, 0.2]) == "tied"
+    assert pretrained.verdict([-0.3, -0.2]) == "behind"
+
+
+def test_results_page_is_current():
+    page = manifest.PRETRAINED_DIR.parent / "docs" / "results.md"
+    assert page.read_text() == pretrained.results_page("../"), (
+        f"docs/results.md is stale: run {pretrained.RESULTS_COMMAND}")
+
+
+def test_results_table_marks_entries_without_intervals(tmp_path, monkeypatch):
+    _fake_shipped(tmp_path, monkeypatch)
+    entries = json.loads((tmp_path / "manifest.json").read_text())
+    measured = {**entries["lhc_cnn.test"], "tag": "measured", "eval_size": "10 events",
+                "metrics": {"accuracy": 0.9},
+                "intervals": {"accuracy": [0.8, 0.95]},
+                "comparisons": [{"metric": "accuracy", "against": "selection", "difference": 0.1,
+                                 "interval": [-0.02, 0.2], "verdict": "tied"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps({**entries, "lhc_cnn.measured": measured}))
+    rows = pretrained.results_table().splitlines()
+    assert rows[2] == ("| [`lhc_cnn.measured`](modelzoo/lhc/README.md) | `accuracy` | 0.9 | "
+                       "[0.8, 0.95] | selection | +0.1 [-0.02, 0.2] | **tied** | 10 events |")
+    assert rows[3].startswith("| [`lhc_cnn.test`](modelzoo/lhc/README.md) | | | *no interval* |")
+
+
 def test_every_builtin_model_ships_default_weights():
     shipped = manifest.load_manifest()
     defaults = {e["model"] for e in shipped.values() if e.get("default")}
