@@ -228,6 +228,38 @@ def test_shipped_model_reproduces_manifest_metrics(key, verify_data):
     assert outcome["problems"] == [], outcome
 
 
+_OTHER_ONEDNN = """
+import json, sys
+from tensorflow.python.util import _pywrap_util_port
+from modelzoo import manifest, reproduce
+print(json.dumps({"onednn": bool(_pywrap_util_port.IsMklEnabled()),
+                  "problems": {key: reproduce.verify(key, data_dir=sys.argv[1])["problems"]
+                               for key in manifest.list_pretrained()}}))
+"""
+
+
+@pytest.mark.slow  # re-evaluates every entry on the check sets the test above generated
+def test_shipped_entries_verify_with_onednn_switched(verify_data):
+    # oneDNN's kernels (on by default on some CPUs, off on others) change round-off: verify's
+    # tolerances must pass the shipped weights both ways, so the run in a fresh interpreter
+    # takes the opposite of this one's setting.
+    import os
+    import subprocess
+    import sys
+
+    from tensorflow.python.util import _pywrap_util_port
+
+    here = bool(_pywrap_util_port.IsMklEnabled())
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0" if here else "1",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", _OTHER_ONEDNN, verify_data], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["onednn"] is not here
+    assert report["problems"] == {key: [] for key in SHIPPED}, report
+
+
 def _degraded_copy(key: str, folder) -> None:
     """``folder`` as a pretrained folder where entry ``key``'s last kernel is zeroed: one
     weight tensor, the one nearest the output, so every metric of the model moves."""
