@@ -218,7 +218,7 @@ def _data_from_entry(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrained(args: argparse.Namespace) -> int:
-    from modelzoo import manifest, reproduce
+    from modelzoo import manifest
 
     if args.action == "list":
         for key in manifest.list_pretrained():
@@ -246,6 +246,8 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
             return 0
         Path(args.output).write_text(text)
         return 0
+    from modelzoo import reproduce  # loads TensorFlow: list and table answer without it
+
     if args.action == "verify":
         keys = [args.key] if args.key else manifest.list_pretrained()
         failed = False

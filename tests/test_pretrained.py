@@ -307,9 +307,18 @@ def test_published_comparisons_follow_their_intervals():
 
 
 def test_results_page_is_current():
+    import subprocess
+    import sys
+
     page = manifest.PRETRAINED_DIR.parent / "docs" / "results.md"
     assert page.read_text() == pretrained.results_page("../"), (
         f"docs/results.md is stale: run {pretrained.RESULTS_COMMAND}")
+    # The command's own check, which answers without loading a deep-learning framework.
+    code = ("import sys; from modelzoo import cli; "
+            f"code = cli.main(['pretrained', 'table', '--output', {str(page)!r}, '--check']); "
+            "print(code, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["0", "False"], done.stderr[-2000:]
 
 
 def test_results_table_marks_entries_without_intervals(tmp_path, monkeypatch):
