@@ -306,14 +306,20 @@ def test_published_comparisons_follow_their_intervals():
     assert pretrained.verdict([-0.3, -0.2]) == "behind"
 
 
+RESULTS_PAGE = manifest.PRETRAINED_DIR.parent / "docs" / "results.md"
+
+
 def test_results_page_is_current():
+    assert RESULTS_PAGE.read_text() == pretrained.results_page("../"), (
+        f"docs/results.md is stale: run {pretrained.RESULTS_COMMAND}")
+
+
+@pytest.mark.slow  # a fresh interpreter, to see what the command imports
+def test_results_command_checks_the_page_without_tensorflow():
     import subprocess
     import sys
 
-    page = manifest.PRETRAINED_DIR.parent / "docs" / "results.md"
-    assert page.read_text() == pretrained.results_page("../"), (
-        f"docs/results.md is stale: run {pretrained.RESULTS_COMMAND}")
-    # The command's own check, which answers without loading a deep-learning framework.
+    page = RESULTS_PAGE
     code = ("import sys; from modelzoo import cli; "
             f"code = cli.main(['pretrained', 'table', '--output', {str(page)!r}, '--check']); "
             "print(code, 'tensorflow' in sys.modules)")
