@@ -14,8 +14,8 @@ import pytest
 
 CASES = Path(__file__).resolve().parent.parent / "modelzoo"
 # The cases whose README follows the per-case layout (model, data, commands, results with
-# intervals, what differs); climate and cosmology join when theirs are rewritten.
-READMES = ("dayabay", "ecog", "galaxy", "lhc")
+# intervals, what differs).
+READMES = ("climate", "cosmology", "dayabay", "ecog", "galaxy", "lhc")
 
 
 def commands(case: str) -> list[str]:
@@ -62,7 +62,8 @@ for line in json.loads(sys.argv[1]):
 
 
 @pytest.mark.slow  # runs the commands, generating tiny data sets
-@pytest.mark.parametrize("case", ["dayabay", "ecog", "lhc"])  # galaxy's GalSim + fit: ~2 min
+@pytest.mark.parametrize("case", ["climate", "cosmology", "dayabay", "ecog", "lhc"])  # not galaxy:
+# its GalSim stamps and fit take about 2 minutes more
 def test_readme_commands_run_as_pasted(case, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(CASES.parent), "TF_CPP_MIN_LOG_LEVEL": "3"}
     lines = commands(case)
