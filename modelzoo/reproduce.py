@@ -175,9 +175,14 @@ def evaluate_model(model, entry: dict[str, Any], data_dir: str | os.PathLike,
     task = registry.get_task(entry["recipe"]["task"])
     data_cfg = dict(entry["recipe"].get("data", {}))
     # A task whose baselines fit on the model's own training set is handed that set, under the
-    # data key it names, so that they are measured as the model is.
+    # data key it names, so that they are measured as the model is; or, where the entry
+    # carries the fit made on it at claim time (``baseline_fit``), that fit, so that a training
+    # set too large to re-simulate for a check is not.
     key = getattr(task, "training_file_key", None)
-    if key and "train" in data:
+    fitted_key = getattr(task, "fitted_baseline_key", None)
+    if fitted_key and entry.get("baseline_fit"):
+        data_cfg[fitted_key] = entry["baseline_fit"]
+    elif key and "train" in data:
         train_path = data_path(data_dir, data["generator"], "train", data["train"])
         data_cfg[key] = str(generate(data["generator"], train_path, data["train"]))
     return task.evaluate(model, str(eval_path), data_cfg, "all", None, distributed.init())

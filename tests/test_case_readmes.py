@@ -62,8 +62,7 @@ for line in json.loads(sys.argv[1]):
 
 
 @pytest.mark.slow  # runs the commands, generating tiny data sets
-@pytest.mark.parametrize("case", ["climate", "cosmology", "dayabay", "ecog", "lhc"])  # not galaxy:
-# its GalSim stamps and fit take about 2 minutes more
+@pytest.mark.parametrize("case", READMES)
 def test_readme_commands_run_as_pasted(case, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(CASES.parent), "TF_CPP_MIN_LOG_LEVEL": "3"}
     lines = commands(case)

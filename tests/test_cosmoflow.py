@@ -6,6 +6,7 @@ short training that must beat predicting the mean."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 
 import h5py
@@ -17,7 +18,7 @@ from modelzoo.cosmology import cosmoflow_generator as gen
 from modelzoo.cosmology import cosmoflow_reader as reader
 from modelzoo.cosmology import cosmoflow_statistics as st
 from modelzoo.distributed import ProcessGroup
-from modelzoo.errors import DataError
+from modelzoo.errors import ConfigError, DataError
 
 
 def test_published_configuration_layers_and_parameter_count():
@@ -301,3 +302,94 @@ def test_training_mean_of_a_separate_evaluation_file_is_out_of_fold():
     # Two cosmologies: each is predicted by the other's targets only, never by its own.
     truth = np.repeat([[0.5] * 4, [-0.5] * 4], 3, axis=0)
     np.testing.assert_allclose(out_of_fold_mean(truth), -truth)
+
+
+def _write_volumes(path, targets, seed):
+    """Poisson counts (8^3 x 4, mean 64) whose spectra say nothing of ``targets``."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as fh:
+        fh["x"] = rng.poisson(64, (len(targets), 8, 8, 8, 4)).astype(np.int16)
+        fh["y"] = np.asarray(targets, np.float32)
+    return str(path)
+
+
+def _tiny_cosmoflow():
+    return modelzoo.get("cosmoflow", input_shape=[8, 8, 8, 4], conv_filters=2, conv_layers=3,
+                        dense_units=[4], count_scale=64.0)
+
+
+def test_baselines_fit_on_the_training_file_not_the_evaluated_volumes(tmp_path):
+    from modelzoo import distributed
+    from modelzoo.cosmology.cosmoflow_task import CosmoFlowRegression
+
+    # Every training volume has targets 0.5 (the last quarter validates and is not fitted on);
+    # the evaluated volumes belong to two cosmologies at -0.5 and -0.3. Fitted on the training
+    # volumes, both baselines predict 0.5 everywhere: MAE (1.0 + 0.8) / 2 = 0.9. Fitted on the
+    # evaluated volumes (out of fold: each cosmology by the other's), the training mean would
+    # err by 0.2, and the ridge regression by about as much.
+    train = _write_volumes(tmp_path / "train.h5", [[0.5] * 4] * 12 + [[-0.9] * 4] * 4, 1)
+    evaluated = _write_volumes(tmp_path / "eval.h5", [[-0.5] * 4] * 4 + [[-0.3] * 4] * 4, 2)
+    task, model, group = CosmoFlowRegression(), _tiny_cosmoflow(), distributed.init()
+    data_cfg = {"val_fraction": 0.25, "box_side": 64.0, "baseline_bins": 3, "bootstrap": 20}
+    out = tmp_path / "out"
+    out.mkdir()
+    fitted = task.evaluate(model, evaluated, {**data_cfg, "baseline_train": train}, "all",
+                           str(out), group)
+    assert fitted["baseline_fitted_on"] == "the 12 training volumes of train.h5"
+    for method in ("power_spectrum", "train_mean"):
+        assert fitted[f"mae_average_{method}"] == pytest.approx(0.9, abs=1e-6), method
+    unfitted = task.evaluate(model, evaluated, data_cfg, "all", None, group)
+    assert unfitted["mae_average_train_mean"] == pytest.approx(0.2)
+    # The fit written beside the metrics scores the same volumes identically without the
+    # training file (what verify does with the manifest's copy).
+    stored = task.evaluate(model, evaluated, {**data_cfg, "baseline_fit": str(
+        out / "baseline_fit.json")}, "all", None, group)
+    assert stored == fitted
+    with pytest.raises(ConfigError, match="fitted on volumes with .*'bins': 3.* has .*'bins': 4"):
+        task.evaluate(model, evaluated, {**data_cfg, "baseline_bins": 4, "baseline_fit": str(
+            out / "baseline_fit.json")}, "all", None, group)
+
+
+def test_a_stored_fit_predicts_as_the_fitted_pipeline():
+    from modelzoo.cosmology.cosmoflow_task import (
+        _spectrum_regression,
+        fit_baselines,
+        fitted_predictions,
+    )
+
+    rng = np.random.default_rng(3)
+    features = rng.normal(2.0, 3.0, (60, 12))
+    targets = np.tanh(features[:, :4] * 0.2 + rng.normal(0, 0.1, (60, 4)))
+    fit = fit_baselines(features, targets, npix=8, box_side=64.0, bins=3, fitted_on="test")
+    test = rng.normal(2.0, 3.0, (20, 12))
+    ridge, mean = fitted_predictions(json.loads(json.dumps(fit)), test)
+    expected = _spectrum_regression().fit(features, targets).predict(test)
+    np.testing.assert_allclose(ridge, np.clip(expected, -1.2, 1.2), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mean[0], targets.mean(axis=0))
+
+
+def test_verify_rescores_a_stored_fit_without_simulating_the_training_set(tmp_path, monkeypatch):
+    from modelzoo import reproduce
+    from modelzoo.cosmology.cosmoflow_task import fit_baselines
+
+    evaluated = _write_volumes(tmp_path / "eval.h5", [[-0.5] * 4] * 4 + [[-0.3] * 4] * 4, 2)
+    made = []
+
+    def generate(kind, path, args):
+        made.append(args["split"])
+        if not os.path.exists(path):
+            os.symlink(evaluated, path)
+        return os.fspath(path)
+
+    monkeypatch.setattr(reproduce, "generate", generate)
+    fit = fit_baselines(np.zeros((4, 12)), np.full((4, 4), 0.5), npix=8, box_side=64.0, bins=3,
+                        fitted_on="the 4 training volumes of a file")
+    entry = {"data_recipe": {"generator": "cosmology", "check": {"seed": 1, "split": "check"},
+                             "train": {"seed": 0, "split": "train"}},
+             "recipe": {"task": "cosmoflow_regression",
+                        "data": {"box_side": 64.0, "baseline_bins": 3, "bootstrap": 20}},
+             "baseline_fit": fit}
+    measured = reproduce.evaluate_model(_tiny_cosmoflow(), entry, tmp_path, "check")
+    assert made == ["check"]
+    assert measured["baseline_fitted_on"] == "the 4 training volumes of a file"
+    assert measured["mae_average_train_mean"] == pytest.approx(0.9)

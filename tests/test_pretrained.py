@@ -310,6 +310,20 @@ def test_published_comparisons_follow_their_intervals():
     assert pretrained.verdict([-0.3, -0.2]) == "behind"
 
 
+def test_stored_baseline_fits_were_made_on_the_training_sets():
+    # A baseline an entry carries already fitted (re-scored by verify without re-simulating
+    # its training set) was fitted on that training set, as the model was trained: never on
+    # the evaluated samples, and on the training rows only.
+    stored = {k: e for k, e in manifest.load_manifest().items() if e.get("baseline_fit")}
+    assert "cosmoflow.synthetic32_v1" in stored
+    for key, entry in stored.items():
+        fit, train = entry["baseline_fit"], entry["data_recipe"]["train"]
+        assert entry["metrics"]["baseline_fitted_on"] == fit["fitted_on"], key
+        assert entry["check_metrics"]["baseline_fitted_on"] == fit["fitted_on"], key
+        assert fit["volumes"] == round(train["n_volumes"] * (1 - train["val_fraction"])), key
+        assert fit["fitted_on"].startswith(f"the {fit['volumes']} training volumes of "), key
+
+
 RESULTS_PAGE = manifest.PRETRAINED_DIR.parent / "docs" / "results.md"
 
 

@@ -113,8 +113,11 @@ def cosmoflow(m: dict[str, Any]) -> dict[str, Any]:
     names = ("omega_m", "sigma_8", "n_s", "h", "average")
     methods = ("cnn", "power_spectrum", "train_mean")
     keys = [f"{s}_{p}_{x}" for s in ("mae", "rmse") for p in names for x in methods]
+    fitted = m["baseline_fitted_on"]
+    fitted = fitted if fitted.startswith("out of fold") else f"fitted on {fitted}"
+    kinds = {"power_spectrum": "power-spectrum ridge regression", "train_mean": "training mean"}
     comparisons = [
-        _comparison(f"mae_{p}_cnn", f"mae_{p}_{b} ({BASELINE_NAMES[b]} {m['baseline_fitted_on']})",
+        _comparison(f"mae_{p}_cnn", f"mae_{p}_{b} ({kinds[b]}, {fitted})",
                     -m[f"mae_{p}_cnn_minus_{b}"], -m[f"mae_{p}_cnn_minus_{b}_hi"],
                     -m[f"mae_{p}_cnn_minus_{b}_lo"])
         for p in names for b in methods[1:]]
@@ -141,8 +144,9 @@ def entry_claims(model: str, metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def write(figures: str, check: str | None = None) -> list[str]:
-    """Update each entry whose ``FIGURES/<model>/metrics.json`` exists (and its
-    ``check_metrics`` from ``CHECK/<model>/metrics.json`` where the entry has a check set)."""
+    """Update each entry whose ``FIGURES/<model>/metrics.json`` exists (its ``baseline_fit``
+    from ``baseline_fit.json`` beside it, and its ``check_metrics`` from
+    ``CHECK/<model>/metrics.json`` where the entry has a check set)."""
     entries = manifest.load_manifest()
     written = []
     for model, key in ENTRIES.items():
@@ -152,6 +156,13 @@ def write(figures: str, check: str | None = None) -> list[str]:
         with open(path) as fh:
             claims = entry_claims(model, json.load(fh))
         entries[key].update(claims)
+        # A baseline fitted on the training set travels with the entry, so that verify can
+        # re-score it without that set (modelzoo.reproduce.evaluate_model).
+        fitted = os.path.join(figures, model, "baseline_fit.json")
+        entries[key].pop("baseline_fit", None)
+        if os.path.exists(fitted):
+            with open(fitted) as fh:
+                entries[key]["baseline_fit"] = json.load(fh)
         checked = os.path.join(check or "", model, "metrics.json")
         if check and "check" in entries[key]["data_recipe"] and os.path.exists(checked):
             with open(checked) as fh:

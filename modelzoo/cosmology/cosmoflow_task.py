@@ -8,11 +8,15 @@ decayed in steps.
 The comparison (``evaluate``): per-parameter MAE and RMSE of the CNN on held-out volumes (other
 cosmologies than any training volume), next to a power-spectrum baseline on the same volumes:
 log P(k) of each redshift's overdensity in log-spaced k bins, regressed with scikit-learn's
-cross-validated ridge regression fitted on the training volumes only (on a separate evaluation
-file: out of fold by cosmology), and the training targets' mean (out of fold alike). Intervals
-are 95% bootstrap intervals that resample whole cosmologies (the same resamples for all
-methods, so differences are paired). The MLPerf target
-(MAE 0.124 on the benchmark's N-body volumes) is quoted as context only.
+cross-validated ridge regression, and the training targets' mean. Both are fitted as the CNN
+was trained: on the training volumes of the CNN's training set (``data.baseline_train``), or
+taken already fitted from ``data.baseline_fit`` (the parameters such a fit wrote, which a
+manifest entry carries so that ``pretrained verify`` re-scores the baseline without
+re-simulating the training set); without either, on the training split of the evaluated file
+(``--split val``), or out of fold by cosmology on a separate evaluation file. Intervals are 95%
+bootstrap intervals that resample whole cosmologies (the same resamples for all methods, so
+differences are paired). The MLPerf target (MAE 0.124 on the benchmark's N-body volumes) is
+quoted as context only.
 """
 
 from __future__ import annotations
@@ -100,6 +104,60 @@ def spectrum_baseline(features: np.ndarray, targets: np.ndarray,
     return np.clip(predicted, -1.2, 1.2)
 
 
+FIT_FORMAT = "modelzoo-cosmoflow-baseline-v1"
+
+
+def fit_baselines(features: np.ndarray, targets: np.ndarray, *, npix: int, box_side: float,
+                  bins: int, fitted_on: str) -> dict[str, Any]:
+    """The power-spectrum ridge regression and the training mean fitted on (``features``,
+    ``targets``), as plain numbers (JSON): what :func:`fitted_predictions` needs to score other
+    volumes without the training set, and the grid and k bins the features were measured on."""
+    regression = _spectrum_regression().fit(features, targets)
+    scaler, ridge = regression[0], regression[-1]
+    return {"format": FIT_FORMAT, "fitted_on": fitted_on, "volumes": int(len(targets)),
+            "npix": int(npix), "box_side": float(box_side), "bins": int(bins),
+            "feature_mean": scaler.mean_.tolist(), "feature_scale": scaler.scale_.tolist(),
+            "coefficients": ridge.coef_.tolist(), "intercept": ridge.intercept_.tolist(),
+            "alpha": float(ridge.alpha_), "train_mean": targets.mean(axis=0).tolist()}
+
+
+def load_fit(fit: dict[str, Any] | str | os.PathLike, *, npix: int, box_side: float,
+             bins: int, where: str) -> dict[str, Any]:
+    """A fit written by :func:`fit_baselines` (the dict, or a JSON file holding it), checked
+    against the evaluated volumes' grid and k bins; ``where`` names those volumes."""
+    import json
+
+    source = "the baseline fit"
+    if not isinstance(fit, dict):
+        source = os.fspath(fit)
+        try:
+            with open(source) as fh:
+                fit = json.load(fh)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"data.baseline_fit {source}: cannot be read as a fitted "
+                              f"baseline ({err}); expected the baseline_fit.json that "
+                              "modelzoo evaluate writes") from None
+    if not isinstance(fit, dict) or fit.get("format") != FIT_FORMAT:
+        raise ConfigError(f"data.baseline_fit {source}: not a fitted CosmoFlow baseline "
+                          f"(format {FIT_FORMAT!r} expected)")
+    want = {"npix": int(npix), "box_side": float(box_side), "bins": int(bins)}
+    have = {key: fit.get(key) for key in want}
+    if have != want:
+        raise ConfigError(f"data.baseline_fit {source}: fitted on volumes with {have}, but "
+                          f"{where} has {want}; expected a fit on volumes of the same grid")
+    return fit
+
+
+def fitted_predictions(fit: dict[str, Any], features: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(power-spectrum ridge, training mean) predictions of ``features`` by a stored fit: the
+    pipeline's own arithmetic (standardise, linear map), clipped as :func:`spectrum_baseline`."""
+    scaled = (features - np.asarray(fit["feature_mean"])) / np.asarray(fit["feature_scale"])
+    predicted = scaled @ np.asarray(fit["coefficients"]).T + np.asarray(fit["intercept"])
+    mean = np.broadcast_to(np.asarray(fit["train_mean"], np.float64), predicted.shape)
+    return np.clip(predicted, -1.2, 1.2), mean
+
+
 def _read_blocks(volumes, split: str, rows: tuple[int, int], block: int = 64):
     for start in range(rows[0], rows[1], block):
         yield volumes.read(split, (start, min(start + block, rows[1])))
@@ -110,6 +168,10 @@ class CosmoFlowRegression(Task):
 
     name = "cosmoflow_regression"
     tune_monitor = "val_loss"
+    #: The data keys :func:`modelzoo.reproduce.evaluate_model` fills from a manifest entry: its
+    #: stored baseline fit where it has one, else its training set (re-simulated).
+    training_file_key = "baseline_train"
+    fitted_baseline_key = "baseline_fit"
     model_outputs = {"parameters": None}
 
     def open(self, path: str, data_cfg: dict):
@@ -181,11 +243,42 @@ class CosmoFlowRegression(Task):
         out = self.outputs(model, volumes, data_cfg, (0, volumes.num_volumes("all")), group)
         return {"parameters": out["output"].astype(np.float32)}
 
+    def _fit(self, volumes, data_cfg: dict, split: str, grid: dict,
+             edges: np.ndarray) -> dict[str, Any]:
+        """The baselines fitted on the training volumes of ``data.baseline_train`` (the file
+        the CNN trained on: its first 1 - ``val_fraction``, whole cosmologies), else on the
+        other split of the evaluated file (``train`` for ``val``, ``val`` for ``train``)."""
+        limit = int(data_cfg.get("baseline_train_volumes", 4096))
+        if data_cfg.get("baseline_train"):
+            train_path = os.fspath(data_cfg["baseline_train"])
+            source, fit_split = volumes_of(train_path, data_cfg), "train"
+            if source.sample_shape != volumes.sample_shape:
+                raise ConfigError(
+                    f"data.baseline_train {train_path}: volumes of {source.sample_shape}, but "
+                    f"the evaluated ones are {volumes.sample_shape}; expected the training "
+                    "file of the evaluated model")
+            name = os.path.basename(train_path.rstrip(os.sep))
+            count = min(source.num_volumes("train"), limit)
+            fitted_on = f"the {count} training volumes of {name}"
+        else:
+            source, fit_split = volumes, "train" if split == "val" else "val"
+            count = min(volumes.num_volumes(fit_split), limit)
+            fitted_on = f"{count} {fit_split} volumes"
+        if count == 0:
+            raise ConfigError(f"no {fit_split} volumes to fit the baselines on")
+
+        features, targets = [], []
+        for x, y in _read_blocks(source, fit_split, (0, count)):
+            features.append(count_spectra(x, grid["box_side"], edges))
+            targets.append(y)
+        return fit_baselines(np.concatenate(features), np.concatenate(targets).astype(np.float64),
+                             fitted_on=fitted_on, **grid)
+
     def evaluate(self, model: keras.Model, path: str, data_cfg: dict, split: str,
                  output_dir: str | None, group: ProcessGroup) -> dict[str, Any]:
-        """The comparison on ``split``: with ``val`` (``train``), the baseline is fitted on the
-        training (validation) volumes; with ``all`` (a separate evaluation file), its
-        predictions are out of fold. The CNN never trained on an evaluation file."""
+        """The comparison on ``split``, the baselines fitted as the module says (the fit used is
+        written to ``output_dir/baseline_fit.json``, for ``data.baseline_fit``). The
+        CNN never trained on an evaluation file."""
         volumes = volumes_of(path, data_cfg)
         count = volumes.num_volumes(split)
         if count == 0:
@@ -203,17 +296,24 @@ class CosmoFlowRegression(Task):
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
         test_features, _ = spectra(split, rows)
-        if split == "all":
+        grid = {"npix": volumes.sample_shape[0], "box_side": box_side, "bins": len(edges) - 1}
+        fit = None
+        if data_cfg.get("baseline_fit"):
+            fit = load_fit(data_cfg["baseline_fit"], where=path, **grid)
+        elif data_cfg.get("baseline_train") or split != "all":
+            fit = self._fit(volumes, data_cfg, split, grid, edges)
+        if fit is None:
             baseline = spectrum_baseline(test_features, truth)
             fitted_on = "out of fold (10 folds by cosmology) over the evaluated volumes"
             mean_only = out_of_fold_mean(truth)
         else:
-            fit_split = "train" if split == "val" else "val"
-            limit = int(data_cfg.get("baseline_train_volumes", 4096))
-            features, targets = spectra(fit_split, (0, min(volumes.num_volumes(fit_split),
-                                                           limit)))
-            baseline = spectrum_baseline(features, targets, test_features)
-            fitted_on, mean_only = f"{len(features)} {fit_split} volumes", targets.mean(0)
+            baseline, mean_only = fitted_predictions(fit, test_features)
+            fitted_on = fit["fitted_on"]
+            if output_dir:  # what verify re-scores with, without the training set
+                import json
+
+                with open(os.path.join(output_dir, "baseline_fit.json"), "w") as fh:
+                    json.dump(fit, fh, indent=1)
         predictions = {"cnn": out["output"], "power_spectrum": baseline,
                        "train_mean": np.broadcast_to(mean_only, truth.shape)}
         result: dict[str, Any] = {
