@@ -90,7 +90,9 @@ def effective_count(weights: np.ndarray) -> float:
 @dataclass(frozen=True)
 class OperatingPoint:
     """A classifier against a fixed selection at the selection's false-positive rate, each
-    value with a bootstrap percentile interval (``interval[name] = (low, high)``)."""
+    value with a bootstrap percentile interval (``interval[name] = (low, high)``), and the
+    classifier's TPR minus the selection's with its paired interval
+    (``interval["classifier_minus_selection_tpr"]``)."""
 
     selection_tpr: float
     selection_fpr: float
@@ -108,11 +110,13 @@ class OperatingPoint:
             "selection_tpr": self.selection_tpr,
             "selection_fpr": self.selection_fpr,
             "cnn_tpr_at_selection_fpr": self.classifier_tpr,
+            "cnn_minus_selection_tpr": self.classifier_tpr - self.selection_tpr,
             "background_passing_selection": self.background_passing,
             "background_passing_selection_effective": self.background_passing_effective,
             "bootstrap_replicates": self.replicates,
         }
-        names = {"classifier_tpr": "cnn_tpr_at_selection_fpr"}
+        names = {"classifier_tpr": "cnn_tpr_at_selection_fpr",
+                 "classifier_minus_selection_tpr": "cnn_minus_selection_tpr"}
         level = round(100 * self.confidence)
         for key, (low, high) in self.interval.items():
             out[f"{names.get(key, key)}_ci{level}_low"] = low
@@ -194,9 +198,13 @@ def operating_point(
         for k in range(n):
             values[first + k] = (rep_tpr[k], rep_fpr[k],
                                  _interpolated_tpr(fpr_rows[k], tpr_rows[k], rep_fpr[k]))
+    # The classifier minus the selection, replicate by replicate: both are read off the same
+    # resampled events, so the difference's interval is paired (narrower than the two
+    # intervals' ends when the two move together, as they do on shared signal events).
+    values = np.c_[values, values[:, 2] - values[:, 0]]
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(values, [tail, 100 - tail], axis=0)
-    interval = {name: (float(low[j]), float(high[j]))
-                for j, name in enumerate(("selection_tpr", "selection_fpr", "classifier_tpr"))}
+    names = ("selection_tpr", "selection_fpr", "classifier_tpr", "classifier_minus_selection_tpr")
+    interval = {name: (float(low[j]), float(high[j])) for j, name in enumerate(names)}
     return OperatingPoint(sel_tpr, sel_fpr, classifier, interval, int(kept.size), effective,
                           replicates, confidence)

@@ -74,6 +74,9 @@ def test_operating_point_bootstrap_matches_the_binomial_interval():
     for key, (p, n) in {"selection_fpr": (0.05, 2000), "selection_tpr": (0.4, 1000)}.items():
         np.testing.assert_allclose(point.interval[key], _binomial_interval(p, n), atol=0.003)
     assert point.interval["classifier_tpr"] == point.interval["selection_tpr"]
+    # Paired: the same events in every replicate leave no room for a difference, where the two
+    # intervals' ends would allow +-0.06.
+    assert point.interval["classifier_minus_selection_tpr"] == (0.0, 0.0)
 
 
 def test_operating_point_of_a_perfect_classifier_and_weighted_strata():
@@ -87,6 +90,9 @@ def test_operating_point_of_a_perfect_classifier_and_weighted_strata():
     point = metrics.operating_point(labels, scores, passed, weights, strata, replicates=300)
     assert point.selection_fpr == pytest.approx(0.1) and point.selection_tpr == 0.5
     assert point.classifier_tpr == 1.0 and point.interval["classifier_tpr"] == (1.0, 1.0)
+    low, high = point.interval["selection_tpr"]
+    assert point.interval["classifier_minus_selection_tpr"] == pytest.approx((1 - high, 1 - low))
+    assert point.as_dict()["cnn_minus_selection_tpr"] == 0.5
     assert point.background_passing == 300
     assert point.background_passing_effective == pytest.approx(750**2 / (150 + 16 * 150))
     low, high = point.interval["selection_fpr"]

@@ -324,6 +324,24 @@ def test_stored_baseline_fits_were_made_on_the_training_sets():
         assert fit["fitted_on"].startswith(f"the {fit['volumes']} training volumes of "), key
 
 
+def test_data_written_by_a_readme_command_matches_its_entry(tmp_path):
+    # The galaxy README's `modelzoo data galaxy --population prominent` must record the
+    # population it drew, or evaluating the shipped entry on it warns that the data differ.
+    import argparse
+
+    from modelzoo.galaxy import generator
+
+    parser = argparse.ArgumentParser()
+    generator.add_arguments(parser)
+    path = tmp_path / "stamps.h5"
+    generator.run(parser.parse_args(["--output", str(path), "--count", "1", "--population",
+                                     "prominent"]))
+    assert reproduce.unlike_training("galaxy_vae.galsim_prominent_v3", path) is None
+    generator.run(parser.parse_args(["--output", str(path), "--count", "1"]))
+    assert "population=\"default\"" in reproduce.unlike_training(
+        "galaxy_vae.galsim_prominent_v3", path)
+
+
 RESULTS_PAGE = manifest.PRETRAINED_DIR.parent / "docs" / "results.md"
 
 

@@ -527,7 +527,10 @@ def run(args: argparse.Namespace) -> None:
     """``modelzoo data galaxy``."""
     config = GalaxyConfig.population(args.population, image_size=args.image_size,
                                      bands=tuple(args.bands.split(",")))
+    # The population's name goes in too, though the config already holds it: the file records
+    # the arguments, and a shipped entry's check of matching data compares the name.
     report = generate_galaxies(args.output, args.count, seed=args.seed,
-                               processes=args.processes, config=config, progress=True)
+                               processes=args.processes, config=config,
+                               population=args.population, progress=True)
     mix = ", ".join(f"{k} {v}" for k, v in report.details["morphology_counts"].items())
     print(f"galaxy: morphologies {mix}", file=sys.stderr)
