@@ -1,5 +1,6 @@
 """Ranks that read only their shard, a 4-rank job on the 2-core machine, and the Horovod
-settings the zoo refuses or handles (real ``horovodrun --gloo`` processes)."""
+settings the zoo refuses or handles (real ``horovodrun --gloo`` processes). The read counts at
+2 ranks, the galaxy training and the batch-norm training share one 2-rank job."""
 
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ from modelzoo import distributed, training
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).resolve().parent / "distributed_workers" / "files_worker.py"
+sys.path.insert(0, str(WORKER.parent))
+import files_worker  # noqa: E402  (the one-rank read count runs in this process)
 
 
-def _launch(mode: str, np_: int, data: Path, out: Path, run_dir: Path | None = None,
-            timeout: float = 300) -> list[dict]:
+def _launch(jobs: dict[str, Path], np_: int, out: Path, timeout: float = 300) -> list[dict]:
+    """Every ``mode: file`` of ``jobs`` in one ``horovodrun`` job of ``np_`` ranks (a job costs
+    each rank a TensorFlow start-up); each rank's report, rank order."""
     command = [HOROVODRUN, "--gloo", "-np", str(np_), "-H", f"localhost:{np_}",
-               sys.executable, str(WORKER), mode, "--data", str(data), "--out", str(out)]
-    if run_dir is not None:
-        command += ["--run-dir", str(run_dir)]
+               sys.executable, str(WORKER), *(f"{mode}={data}" for mode, data in jobs.items()),
+               "--run-dir", str(out / "run"), "--out", str(out)]
     code, output, _ = _run(command, out, timeout=timeout)
     assert code == 0, output[-6000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(np_)]
@@ -43,26 +46,6 @@ def big_lhc_file(tmp_path_factory) -> Path:
         f["label"] = (np.arange(2048) % 2).astype(np.float32)  # float 0/1, as some files have
         f["weight"] = np.ones(2048, np.float32)
     return path
-
-
-def test_each_rank_reads_about_one_nth_of_the_file(big_lhc_file, tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELZOO_COUNT_READS", "1")
-    size = big_lhc_file.stat().st_size
-    startup, epoch = {}, {}
-    for ranks in (1, 2, 4):
-        reports = _launch("reads", ranks, big_lhc_file, tmp_path / f"np{ranks}", timeout=400)
-        startup[ranks] = [r["startup_bytes"] for r in reports]
-        epoch[ranks] = [r["epoch_bytes"] for r in reports]
-    for ranks in (1, 2, 4):
-        for at_start, in_epoch in zip(startup[ranks], epoch[ranks], strict=True):
-            # Start-up: structure on every rank, content (every chunk, NaN/Inf, labels) on the
-            # rank's own 1/N of the rows.
-            assert 0.9 * size / ranks < at_start < 1.05 * size / ranks + 2**18, (ranks, startup)
-            # An epoch: the rank's shard of the training rows (the stream reads ahead into the
-            # next epoch by a bounded amount, the same on every rank).
-            assert in_epoch < 1.2 * epoch[1][0] / ranks + 2**18, (ranks, epoch)
-    print(f"\nbytes read per rank of a {size / 1e6:.1f} MB file, at start-up: {startup}; "
-          f"one epoch of training: {epoch}")
 
 
 @pytest.fixture(scope="module")
@@ -82,24 +65,60 @@ def stamp_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_four_ranks_train_refit_the_prior_and_evaluate_identically(stamp_file, tmp_path):
-    reports = _launch("galaxy", 4, stamp_file, tmp_path / "out", tmp_path / "run", timeout=500)
+@pytest.fixture(scope="module")
+def two_rank_job(big_lhc_file, stamp_file, tmp_path_factory) -> tuple[Path, list[dict]]:
+    """One 2-rank job for the read counts, the galaxy training and the batch-norm training:
+    (its output folder, each rank's report)."""
+    out = tmp_path_factory.mktemp("two_ranks")
+    toy = Path(_toy_lhc(out / "toy.h5", n=96))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MODELZOO_COUNT_READS", "1")
+        jobs = {"reads": big_lhc_file, "galaxy": stamp_file, "batchnorm": toy}
+        return out, _launch(jobs, 2, out, timeout=600)
+
+
+def test_each_rank_reads_about_one_nth_of_the_file(big_lhc_file, two_rank_job, tmp_path,
+                                                   monkeypatch):
+    monkeypatch.setenv("MODELZOO_COUNT_READS", "1")
+    size = big_lhc_file.stat().st_size
+    # One rank is this process (no job needed); four ranks oversubscribe the 2-core machine.
+    one = files_worker.reads(str(big_lhc_file), str(tmp_path), distributed.ProcessGroup())
+    runs = {1: [one], 2: [r["reads"] for r in two_rank_job[1]],
+            4: [r["reads"] for r in _launch({"reads": big_lhc_file}, 4, tmp_path / "np4",
+                                            timeout=400)]}
+    startup = {ranks: [r["startup_bytes"] for r in reports] for ranks, reports in runs.items()}
+    epoch = {ranks: [r["epoch_bytes"] for r in reports] for ranks, reports in runs.items()}
+    for ranks in (1, 2, 4):
+        assert len(startup[ranks]) == ranks
+        for at_start, in_epoch in zip(startup[ranks], epoch[ranks], strict=True):
+            # Start-up: structure on every rank, content (every chunk, NaN/Inf, labels) on the
+            # rank's own 1/N of the rows.
+            assert 0.9 * size / ranks < at_start < 1.05 * size / ranks + 2**18, (ranks, startup)
+            # An epoch: the rank's shard of the training rows (the stream reads ahead into the
+            # next epoch by a bounded amount, the same on every rank).
+            assert in_epoch < 1.2 * epoch[1][0] / ranks + 2**18, (ranks, epoch)
+    print(f"\nbytes read per rank of a {size / 1e6:.1f} MB file, at start-up: {startup}; "
+          f"one epoch of training: {epoch}")
+
+
+def test_two_ranks_train_refit_the_prior_and_evaluate_identically(two_rank_job):
+    out, reports = two_rank_job
     for report in reports:
-        assert report["size"] == 4
-        assert report["max_weight_diff_between_ranks"] < 1e-6, report
-        assert report["prior_moved"] > 0.0  # fitted: N(0, I)'s components sit at zero
-        assert report["stamps_evaluated"] == 32
-    assert len({r["fraction_vae_better"] for r in reports}) == 1  # one gathered comparison
-    assert json.loads((tmp_path / "run" / "finalize.json").read_text())["draws"] == 2 * 96
+        assert report["size"] == 2
+        galaxy = report["galaxy"]
+        assert galaxy["max_weight_diff_between_ranks"] < 1e-6, report
+        assert galaxy["prior_moved"] > 0.0  # fitted: N(0, I)'s components sit at zero
+        assert galaxy["stamps_evaluated"] == 32
+    assert len({r["galaxy"]["fraction_vae_better"] for r in reports}) == 1  # one gathered
+    assert json.loads((out / "run" / "galaxy" / "finalize.json").read_text())["draws"] == 2 * 96
 
 
-def test_batch_norm_statistics_are_the_same_on_every_rank(tmp_path):
+def test_batch_norm_statistics_are_the_same_on_every_rank(two_rank_job):
     # Each rank updates its moving mean and variance from its own batches; the training path
     # averages them over the ranks at every epoch end.
-    data = Path(_toy_lhc(tmp_path / "toy.h5", n=96))
-    for report in _launch("batchnorm", 2, data, tmp_path / "out", tmp_path / "run"):
-        assert report["moving_mean_moved"] > 0.0
-        assert report["max_weight_diff_between_ranks"] < 1e-6, report
+    for report in two_rank_job[1]:
+        assert report["batchnorm"]["moving_mean_moved"] > 0.0
+        assert report["batchnorm"]["max_weight_diff_between_ranks"] < 1e-6, report
 
 
 def test_a_launcher_horovod_cannot_join_stops_the_job():
