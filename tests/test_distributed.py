@@ -127,14 +127,15 @@ def _launch(worker_args: list[str], out_dir: Path, np_: int = 2):
     return _run(command, out_dir)
 
 
-def train_models(jobs: list[dict], tmp_path: Path, np_: int = 2) -> list[dict]:
+def train_models(jobs: list[dict], tmp_path: Path, np_: int = 2,
+                 timeout: float = LAUNCH_TIMEOUT_S) -> list[dict]:
     """Train each of ``jobs`` (``{"model", "data", "overrides", "config"}``) on ``np_`` real
     ranks (tests/distributed_workers/model_worker.py); every rank's report, rank order."""
     out = tmp_path / "out"
     command = [HOROVODRUN, "--gloo", "-np", str(np_), "-H", f"localhost:{np_}", sys.executable,
                str(WORKER.parent / "model_worker.py"), "--jobs", json.dumps(jobs, default=str),
                "--run-dir", str(tmp_path / "runs"), "--out", str(out)]
-    code, output, _ = _run(command, out)
+    code, output, _ = _run(command, out, timeout)
     assert code == 0, output[-6000:]
     return _reports(out, np_)
 

@@ -94,7 +94,8 @@ def job(tmp_path_factory) -> tuple[Path, list[dict]]:
     """Every case's models trained in one 2-rank job: (its folder, each rank's report)."""
     folder = tmp_path_factory.mktemp("cases")
     jobs = [*_dayabay_and_ecog_jobs(folder), *_climate_jobs(folder), *_cosmology_jobs(folder)]
-    reports = train_models(jobs, folder)
+    # Eight models in one job: a longer limit than one model's hang detector.
+    reports = train_models(jobs, folder, timeout=600)
     for report in reports:
         assert report["size"] == 2
     return folder, reports

@@ -97,4 +97,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)
+    # The report is written; after several trainings in one process a rank has crashed in
+    # TensorFlow's and Horovod's interpreter teardown (SIGSEGV, exit 139), failing a job whose
+    # work was done and checked. Skip the teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
