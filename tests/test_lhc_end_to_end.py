@@ -4,6 +4,13 @@ Bhimji et al. 2017 compare the CNN's true-positive rate with the cut-based physi
 at the selection's (cross-section weighted) false-positive rate. A short training on a few
 thousand simulated events must already beat the selection there, and separate the classes
 far better than chance.
+
+The short training uses lhc_cnn at a quarter of the published width (32 filters, 128 dense
+units): the comparison does not need the published width (the shipped weights, at that width,
+are checked on their own check set by tests/test_pretrained.py), and one epoch of it cost 126 s
+of CPU against 26 s here. On these files, 5 epochs at train.seed 0, 1 and 2 gave
+unweighted AUC 0.9973, 0.9974 and 0.9977 and a CNN TPR of 0.79, 0.76 and 0.78 against the
+selection's 0.55 at its FPR.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from modelzoo import training
 from modelzoo.lhc.generator import generate_lhc_events
 
 pytestmark = pytest.mark.slow
+NARROW = {"filters": 32, "dense_units": 128}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +37,7 @@ def pythia_files(tmp_path_factory):
 def test_short_training_beats_the_physics_selection(pythia_files, tmp_path):
     train, test = pythia_files
     run_dir = str(tmp_path / "run")
-    training.train("lhc_cnn", str(train.path), run_dir=run_dir,
+    training.train("lhc_cnn", str(train.path), run_dir=run_dir, model_config=NARROW,
                    overrides={"train.epochs": 5}, verbose=0)
     metrics = training.evaluate(run_dir, str(test.path))
     print(metrics)
