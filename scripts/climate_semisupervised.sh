@@ -18,13 +18,13 @@
 # which on 24 images (3 steps an epoch) made the supervised training half as long again.
 # Shuffled over the copies, an epoch shows each labelled image 10 times, as 10 epochs would.
 #
-# By default both take 300 optimizer steps of 8 (EPOCHS=10 of 30 steps). That is what six
-# trainings allow in under two hours on a 2-core machine shared with other work under
-# nice 19 (a step of 8 at 192 x 288 took 1.5-1.7 s there at load 8, 0.7 s idle; filters
-# 8-16-32 saved only a fifth of that, and two trainings at once with one thread each gave less
-# in total than one). At 64 x 96 the two separated at 2,000 steps of 8.
+# By default both take 300 optimizer steps of 8 (EPOCHS=10 of 30 steps): six trainings in
+# under an hour on a 2-core machine shared with other work under nice 19 (the measured run: 55
+# minutes in all, a training 327-681 s, 1.1-2.3 s a step of 8 at load 3-11; 0.7 s idle). Filters
+# 8-16-32 saved only a fifth of a step, and two trainings at once with one thread each gave less
+# in total than one. At 64 x 96 the two separated at 2,000 steps of 8 (EPOCHS=67 here).
 # Data files are named by seed, size and grid and reused when present.
-# HEIGHT=64 WIDTH=96 LAT_RANGE="0 60" LON_RANGE="140 260" N_IMAGES=400 EPOCHS=40
+# HEIGHT=64 WIDTH=96 LAT_RANGE="0 60" LON_RANGE="140 260" N_IMAGES=400 EPOCHS=40 SUP_REPEAT=1
 # reproduces the 64 x 96 North Pacific table of modelzoo/climate/README.md.
 # Usage: scripts/climate_semisupervised.sh [WORK_DIR]   (default runs/climate_semisupervised)
 set -euo pipefail
@@ -109,15 +109,16 @@ $PY - "$WORK" $SEEDS <<'PYEOF'
 import json, sys
 import numpy as np
 work, seeds = sys.argv[1], sys.argv[2:]
-keys = ["map_5", "map_1", "ap_5_tropical_depression", "ap_5_tropical_cyclone",
-        "ap_5_extratropical_cyclone", "ap_5_atmospheric_river"]
+classes = ["tropical_depression", "tropical_cyclone", "extratropical_cyclone",
+           "atmospheric_river"]
+keys = ["map_5", "map_1"] + [f"ap_{iou}_{c}" for iou in (5, 1) for c in classes]
 rows = {}
 for kind in ("semi", "sup"):
     runs = [json.load(open(f"{work}/{kind}_{s}/test/metrics.json")) for s in seeds]
     rows[kind] = {k: [r.get(k, float("nan")) for r in runs] for k in keys}
-print(f"{'metric':32s} {'semi-supervised':>22s} {'supervised':>22s}   (mean +- std over seeds {seeds})")
+print(f"{'metric':34s} {'semi-supervised':>22s} {'supervised':>22s}   (mean +- std over seeds {seeds})")
 for k in keys:
     cells = [f"{np.mean(rows[x][k]):.3f} +- {np.std(rows[x][k], ddof=1):.3f}" for x in ("semi", "sup")]
-    print(f"{k:32s} {cells[0]:>22s} {cells[1]:>22s}   semi {np.round(rows['semi'][k], 3).tolist()} sup {np.round(rows['sup'][k], 3).tolist()}")
+    print(f"{k:34s} {cells[0]:>22s} {cells[1]:>22s}   semi {np.round(rows['semi'][k], 3).tolist()} sup {np.round(rows['sup'][k], 3).tolist()}")
 json.dump(rows, open(f"{work}/summary.json", "w"), indent=2)
 PYEOF
