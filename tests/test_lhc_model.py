@@ -51,3 +51,14 @@ def test_mixed_bfloat16_keeps_the_probabilities_float32():
     assert np.isclose(float(np.sum(probs[0])), 1.0, rtol=1e-6)
     with pytest.raises(ConfigError, match="train.precision"):
         precision_policy({"train": {"precision": "bf16"}})
+
+
+def test_inference_batches_shrink_with_the_image_size():
+    """256 images of 64 x 64 a batch, as many pixels for larger images: the 224 x 224 model's
+    evaluation at 256 a batch needed over 15 GB."""
+    from modelzoo.lhc.task import inference_batch
+
+    assert inference_batch((64, 64)) == 256
+    assert inference_batch((32, 32)) == 256
+    assert inference_batch((224, 224)) == 20
+    assert inference_batch((4096, 4096)) == 1

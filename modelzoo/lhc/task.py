@@ -78,6 +78,18 @@ def _class_balanced(images: LHCImages, rows: tuple[int, int],
     return (n / 2) / background, (n / 2) / signal
 
 
+
+# Inference batches hold about as many pixels as 256 images of 64 x 64: the first convolutions'
+# activations grow with the pixels, and 256 images of 224 x 224 (lhc_cnn_15pf) need over 15 GB.
+_INFERENCE_PIXELS = 256 * 64 * 64
+
+
+def inference_batch(image_size: tuple[int, int]) -> int:
+    """Images per inference batch for ``image_size`` (rows, columns): 256 at 64 x 64, 20 at
+    224 x 224."""
+    return max(1, min(256, _INFERENCE_PIXELS // (int(image_size[0]) * int(image_size[1]))))
+
+
 class LHCClassification(Task):
     name = "lhc_classification"
     model_outputs = {"probabilities": None}
@@ -136,11 +148,13 @@ class LHCClassification(Task):
 
     def outputs(
         self, model: keras.Model, images: LHCImages, data_cfg: dict, rows: tuple[int, int],
-        group: ProcessGroup, batch_size: int = 256,
+        group: ProcessGroup, batch_size: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """Class probabilities, the signal score and the truth of ``rows``."""
+        """Class probabilities, the signal score and the truth of ``rows``; ``batch_size``
+        defaults to :func:`inference_batch` of the model's image size."""
         keys = images.columns
         classes = int(model.output_shape[-1])
+        batch_size = batch_size or inference_batch(model.input_shape[1:3])
 
         def compute(shard: tuple[int, int]) -> dict[str, np.ndarray]:
             steps = -(-(shard[1] - shard[0]) // batch_size)  # known length: no dry-run warning
