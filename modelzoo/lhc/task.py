@@ -78,7 +78,6 @@ def _class_balanced(images: LHCImages, rows: tuple[int, int],
     return (n / 2) / background, (n / 2) / signal
 
 
-
 # Inference batches hold about as many pixels as 256 images of 64 x 64: the first convolutions'
 # activations grow with the pixels, and 256 images of 224 x 224 (lhc_cnn_15pf) need over 15 GB.
 _INFERENCE_PIXELS = 256 * 64 * 64
