@@ -527,8 +527,8 @@ def run(args: argparse.Namespace) -> None:
     """``modelzoo data galaxy``."""
     config = GalaxyConfig.population(args.population, image_size=args.image_size,
                                      bands=tuple(args.bands.split(",")))
-    # The population's name goes in too, though the config already holds it: the file records
-    # the arguments, and a shipped entry's check of matching data compares the name.
+    # The name goes in beside the config, which holds the population's values but not its name:
+    # the file records the arguments, and a shipped entry's check of matching data compares it.
     report = generate_galaxies(args.output, args.count, seed=args.seed,
                                processes=args.processes, config=config,
                                population=args.population, progress=True)
